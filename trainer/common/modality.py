@@ -6,7 +6,7 @@ and of anything training-specific.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 # YAML-only aliases accepted by :meth:`Modality.parse`; code always uses the canonical names.
 _ALIASES = {
@@ -19,7 +19,7 @@ _ALIASES = {
 }
 
 
-class Modality(str, Enum):
+class Modality(StrEnum):
     """Imaging modality of an image, a camera or a sighting.
 
     The integer flag used in tensors is :attr:`flag`: 0 for visible, 1 for infrared.
