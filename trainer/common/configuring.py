@@ -176,9 +176,9 @@ def _check_path(schema: Any, parts: list[str], source: str, prefix: str = "") ->
 
 def _unknown(key: str, fields: dict[str, Any], source: str, prefix: str) -> typing.NoReturn:
     close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
-    hint = f"; did you mean {prefix}{close[0]!r}?" if close else ""
+    hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
     valid = ", ".join(sorted(fields))
-    raise ConfigError(f"{source}: unknown key {prefix}{key!r}{hint} (valid keys here: {valid})")
+    raise ConfigError(f"{source}: unknown key '{prefix}{key}'{hint} (valid keys here: {valid})")
 
 
 def _fields(cls: type) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Command-line entry points of the trainer (config stops here: they translate it into typed args)."""
