@@ -111,8 +111,8 @@ class BatchProfile:
 class EngineSidecar:
     """Everything a runtime needs to know about an artifact, stored as ``<artifact>.json``.
 
-    ``engine_id`` is a content hash over the artifact's bytes, its preprocessing, its output
-    definition and compression: two artifacts give comparable embeddings only if their ids match.
+    ``engine_id`` is a content hash over the artifact's bytes, its precision, its preprocessing, its
+    output definition and compression: two artifacts give comparable embeddings only if their ids match.
     """
 
     format: str
@@ -152,9 +152,14 @@ class EngineSidecar:
         return self.compression.dim if self.compression else self.output_dim
 
     def compute_engine_id(self) -> str:
-        """16 hex digits of sha256 over the artifact hash, preprocessing, output and compression."""
+        """16 hex digits of sha256 over the artifact hash, precision, preprocessing, output and compression.
+
+        The precision is part of the identity because one artifact can run at two precisions (a
+        ``.pt`` checkpoint in FP32 or, on CUDA, FP16), and their embeddings are not the same.
+        """
         identity = {
             "artifact_sha256": self.artifact_sha256,
+            "precision": self.precision,
             "preprocessing": dataclasses.asdict(self.preprocessing),
             "output_dim": self.output_dim,
             "normalized": self.normalized,
