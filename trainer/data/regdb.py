@@ -56,7 +56,9 @@ def _check_root(root: str | os.PathLike[str]) -> Path:
     return path
 
 
-def split_file(root: str | os.PathLike[str], part: Literal["train", "test"], modality: Modality, trial: int) -> Path:
+def split_file(
+    root: str | os.PathLike[str], part: Literal["train", "test"], modality: Modality, trial: int
+) -> Path:
     """Path of ``idx/{part}_{visible|thermal}_{trial}.txt``."""
     if not 1 <= trial <= NUM_TRIALS:
         raise ValueError(f"RegDB trial must be 1..{NUM_TRIALS}, got {trial!r}")
@@ -65,7 +67,9 @@ def split_file(root: str | os.PathLike[str], part: Literal["train", "test"], mod
     return Path(root) / "idx" / f"{part}_{_FILE_WORD[Modality.parse(modality)]}_{trial}.txt"
 
 
-def load_split_file(root: str | os.PathLike[str], file: str | os.PathLike[str], modality: Modality) -> list[Sample]:
+def load_split_file(
+    root: str | os.PathLike[str], file: str | os.PathLike[str], modality: Modality
+) -> list[Sample]:
     """Parse one RegDB split file into samples, checking that every listed image exists.
 
     Raises:
@@ -75,7 +79,9 @@ def load_split_file(root: str | os.PathLike[str], file: str | os.PathLike[str], 
     base = Path(root)
     path = Path(file)
     if not path.is_file():
-        raise DatasetError(f"RegDB split file {path} does not exist (expected lines '<relative path> <label>')")
+        raise DatasetError(
+            f"RegDB split file {path} does not exist (expected lines '<relative path> <label>')"
+        )
     modality = Modality.parse(modality)
     samples: list[Sample] = []
     for number, raw in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
@@ -89,7 +95,9 @@ def load_split_file(root: str | os.PathLike[str], file: str | os.PathLike[str], 
         try:
             label = int(label_text)
         except ValueError:
-            raise DatasetError(f"{path}:{number}: label {label_text!r} is not an integer (line {line!r})") from None
+            raise DatasetError(
+                f"{path}:{number}: label {label_text!r} is not an integer (line {line!r})"
+            ) from None
         image = base / relative
         if not image.is_file():
             raise DatasetError(f"{path}:{number}: image {image} does not exist (listed as {relative!r})")
@@ -99,7 +107,9 @@ def load_split_file(root: str | os.PathLike[str], file: str | os.PathLike[str], 
     return samples
 
 
-def _load_part(root: str | os.PathLike[str], part: Literal["train", "test"], trial: int) -> tuple[list[Sample], list[Sample]]:
+def _load_part(
+    root: str | os.PathLike[str], part: Literal["train", "test"], trial: int
+) -> tuple[list[Sample], list[Sample]]:
     base = _check_root(root)
     visible = load_split_file(base, split_file(base, part, Modality.VISIBLE, trial), Modality.VISIBLE)
     thermal = load_split_file(base, split_file(base, part, Modality.INFRARED, trial), Modality.INFRARED)
@@ -134,7 +144,9 @@ def load_test_samples(
     """(visible, thermal) test samples of RegDB trial ``trial`` (1..10)."""
     visible, thermal = _load_part(root, "test", trial)
     what = f"RegDB test split {trial} at {root}"
-    return apply_corrupt_policy(visible, on_corrupt, what=what), apply_corrupt_policy(thermal, on_corrupt, what=what)
+    return apply_corrupt_policy(visible, on_corrupt, what=what), apply_corrupt_policy(
+        thermal, on_corrupt, what=what
+    )
 
 
 def load_test_split(

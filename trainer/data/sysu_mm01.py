@@ -140,7 +140,9 @@ def _samples_of_ids(
 # ------------------------------------------------------------------------------------------ training
 
 
-def load_train_samples(root: str | os.PathLike[str], *, on_corrupt: CorruptPolicy = "error") -> list[LabelledSample]:
+def load_train_samples(
+    root: str | os.PathLike[str], *, on_corrupt: CorruptPolicy = "error"
+) -> list[LabelledSample]:
     """Training samples of SYSU-MM01: the train + val ids (395 on the real set), all six cameras.
 
     Labels are relabelled to 0..N-1 in increasing id order; ``pid`` keeps the dataset id.
@@ -188,7 +190,9 @@ def _load_rand_perm_cached(path: str, mtime_ns: int) -> RandPerm:
         raise DatasetError(f"{path} has no variable 'rand_perm_cam' (found {sorted(content)})")
     cells = np.asarray(content["rand_perm_cam"], dtype=object).reshape(-1)
     if cells.size != len(CAMERAS):
-        raise DatasetError(f"{path}: rand_perm_cam must be a 6x1 cell (one per camera), got {cells.size} cells")
+        raise DatasetError(
+            f"{path}: rand_perm_cam must be a 6x1 cell (one per camera), got {cells.size} cells"
+        )
     picks: dict[tuple[int, int], np.ndarray] = {}
     for cam, cell in zip(CAMERAS, cells, strict=True):
         entries = np.asarray(cell, dtype=object).reshape(-1)

@@ -13,7 +13,13 @@ import numpy as np
 from PIL import Image
 from torchvision import transforms as T
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "build_test_transform", "build_train_transform", "preprocess_test"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "build_test_transform",
+    "build_train_transform",
+    "preprocess_test",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
