@@ -1,0 +1,183 @@
+"""Hot-region person detector for infrared frames (offline, no learned weights).
+
+People are warmer than most of a night scene, so in a thermal image they are compact bright
+regions that stand taller than wide. The detector keeps pixels that are both brighter than their
+local background (an adaptive threshold against a large box-filtered background) and among the
+bright part of the frame (a global percentile), cleans the mask with morphology (opening removes
+speckle, a tall closing joins head, torso and legs), and keeps connected components whose size,
+aspect ratio and fill ratio look like a standing or walking person.
+
+Limits (measured on LLVIP/KAIST): people touching each other merge into one box; warm walls or
+cars in daytime pass the threshold; people cooler than the background (hot days) are missed.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from edge.detect.boxes import nms
+from edge.detect.detections import Detections
+from edge.sources.frame import Frame
+
+
+class HotRegionDetector:
+    """Person-shaped warm regions of an infrared frame.
+
+    Args:
+        work_width: frames are resized to this width for the search (speed; boxes are scaled back).
+        background_frac: side of the background box filter as a fraction of the working width.
+        local_offset: a pixel must exceed its local background by this many grey levels (0..255).
+        global_percentile: and be above this percentile of the frame's grey levels.
+        open_px, close_px: opening kernel side and the height of the vertical closing kernel, in
+            working pixels.
+        min_height_px, max_height_frac: component height limits (frame pixels; fraction of frame height).
+        aspect_min, aspect_max: allowed height / width.
+        fill_min: minimum fraction of the box covered by the component.
+        nms_iou: suppress overlapping boxes above this IoU.
+        split_width_ratio: a component wider than this fraction of its height is probably people
+            side by side: it is split at the valleys of its column profile.
+    """
+
+    name = "thermal"
+
+    def __init__(
+        self,
+        work_width: int = 640,
+        background_frac: float = 0.12,
+        local_offset: float = 35.0,
+        global_percentile: float = 85.0,
+        open_px: int = 3,
+        close_px: int = 9,
+        min_height_px: float = 32.0,
+        max_height_frac: float = 0.9,
+        aspect_min: float = 1.1,
+        aspect_max: float = 6.0,
+        fill_min: float = 0.3,
+        nms_iou: float = 0.5,
+        split_width_ratio: float = 0.45,
+    ) -> None:
+        if work_width < 32 or not 0 < background_frac < 1 or not 0 <= global_percentile < 100:
+            raise ValueError(
+                "thermal: work_width >= 32, 0 < background_frac < 1, 0 <= global_percentile < 100"
+            )
+        self.work_width = work_width
+        self.background_frac = background_frac
+        self.local_offset = local_offset
+        self.global_percentile = global_percentile
+        self.open_px = open_px
+        self.close_px = close_px
+        self.min_height_px = min_height_px
+        self.max_height_frac = max_height_frac
+        self.aspect_min = aspect_min
+        self.aspect_max = aspect_max
+        self.fill_min = fill_min
+        self.nms_iou = nms_iou
+        self.split_width_ratio = split_width_ratio
+
+    def __call__(self, frame: Frame) -> Detections:
+        image = frame.image
+        grey = image if image.ndim == 2 else image[:, :, 0]  # infrared frames are grey replicated
+        if grey.dtype != np.uint8:
+            raise ValueError(
+                f"thermal detector needs 8-bit frames (normalise 16-bit first), got {grey.dtype}"
+            )
+        factor = min(1.0, self.work_width / grey.shape[1])
+        small = (
+            cv2.resize(grey, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA) if factor < 1 else grey
+        )
+        small = cv2.GaussianBlur(small, (3, 3), 0)
+        mask = self._hot_mask(small)
+        boxes, scores = self._components(mask, small, factor, frame.height)
+        if len(boxes) == 0:
+            return Detections.empty()
+        keep = nms(boxes, scores, self.nms_iou)
+        return Detections(boxes[keep], scores[keep]).clipped(frame.width, frame.height)
+
+    def _hot_mask(self, small: np.ndarray) -> np.ndarray:
+        side = max(3, int(self.background_frac * small.shape[1]) | 1)
+        background = cv2.blur(small, (side, side))
+        local = small.astype(np.int16) - background.astype(np.int16) > self.local_offset
+        global_level = np.percentile(small[::2, ::2], self.global_percentile)
+        mask = (local & (small > global_level)).astype(np.uint8) * 255
+        if self.open_px > 1:
+            mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((self.open_px, self.open_px), np.uint8))
+        if self.close_px > 1:
+            kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (3, self.close_px))
+            mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
+        return mask
+
+    def _components(
+        self, mask: np.ndarray, small: np.ndarray, factor: float, frame_height: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        boxes, scores = [], []
+        background = float(np.median(small))
+        for label in range(1, count):
+            x, y, w, h, _ = (int(v) for v in stats[label])
+            component = labels[y : y + h, x : x + w] == label
+            for part in self._split(component):
+                self._keep(
+                    part, small[y : y + h, x : x + w], (x, y), factor, frame_height, background, boxes, scores
+                )
+        return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32)
+
+    def _split(self, component: np.ndarray) -> list[np.ndarray]:
+        """Split a too-wide component at column-profile valleys (people standing side by side)."""
+        h, w = component.shape
+        if w <= self.split_width_ratio * h or w < 6:
+            return [component]
+        profile = np.convolve(component.sum(axis=0).astype(np.float32), np.ones(5) / 5, mode="same")
+        peak = float(profile.max())
+        cuts = [
+            c
+            for c in range(2, w - 2)
+            if profile[c] < 0.5 * peak and profile[c] <= profile[c - 1] and profile[c] <= profile[c + 1]
+        ]
+        # Keep one cut per valley and only cuts that leave both sides with a real peak.
+        parts, start = [], 0
+        for c in cuts:
+            if (
+                c - start >= 0.2 * h
+                and profile[start:c].max() > 0.7 * peak
+                and profile[c:].max() > 0.7 * peak
+            ):
+                part = np.zeros_like(component)
+                part[:, start:c] = component[:, start:c]
+                parts.append(part)
+                start = c
+        last = np.zeros_like(component)
+        last[:, start:] = component[:, start:]
+        return [*parts, last]
+
+    def _keep(
+        self,
+        part: np.ndarray,
+        patch: np.ndarray,
+        origin: tuple[int, int],
+        factor: float,
+        frame_height: int,
+        background: float,
+        boxes: list[list[float]],
+        scores: list[float],
+    ) -> None:
+        """Append the part's box and score if it looks like a person."""
+        ys, xs = np.nonzero(part)
+        if ys.size == 0:
+            return
+        x0, y0 = origin
+        x, y = x0 + int(xs.min()), y0 + int(ys.min())
+        w, h = int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1
+        area = int(ys.size)
+        height_px = h / factor
+        if height_px < self.min_height_px or height_px > self.max_height_frac * frame_height:
+            return
+        if not self.aspect_min <= h / max(w, 1) <= self.aspect_max:
+            return
+        if area / float(w * h) < self.fill_min:
+            return
+        region = patch[part]
+        # Score: how much warmer than the scene's median the region is, squashed to (0, 1).
+        contrast = (float(region.mean()) - background) / 255.0
+        scores.append(float(np.clip(0.5 + 2.0 * contrast, 0.0, 1.0)))
+        boxes.append([x / factor, y / factor, (x + w) / factor, (y + h) / factor])
