@@ -1,0 +1,581 @@
+"""The linker's gallery: global identities, each with per-modality prototypes, searched with faiss.
+
+Every identity keeps up to ``prototypes_per_modality`` prototypes per modality (visible, infrared):
+unit-length vectors, one per contributing camera track while that track is alive (its current
+aggregated embedding) and, once tracks have ended, weighted means of several ended tracks. The
+prototypes of one modality live in one :class:`PrototypeStore`; a query is compared with both
+stores, so a visible track can be matched with an identity's visible and infrared evidence and the
+caller applies different thresholds to same- and cross-modality similarities.
+
+Why per-track prototypes: a track must be comparable with everything *except its own evidence*
+(else an assigned track would always re-match itself and early decisions could never be revised),
+and revising a track means moving exactly its contribution from one identity to another.
+
+Gallery hygiene: identities not seen for ``ttl_s`` are evicted (:meth:`Gallery.expired`), the number
+of identities and the bytes of vector storage are bounded (:meth:`Gallery.eviction_candidates`),
+and embeddings from another engine are refused (:meth:`Gallery.check_engine`).
+
+faiss is imported when the first store is built, so importing this module stays light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trainer.common.modality import Modality
+
+STORAGE_DTYPES = ("float32", "float16")
+
+TrackKey = tuple[str, str, int]
+"""A camera track: (source producer_id, camera_id, track_id); track ids are local to the first two."""
+
+
+@dataclass(frozen=True)
+class GalleryConfig:
+    """Gallery bounds and storage.
+
+    Attributes:
+        engine_id: the only engine whose embeddings are accepted; ``""`` adopts the engine of the
+            first accepted sighting batch (and keeps it: it is persisted with the gallery).
+        storage_dtype: ``float32`` (faiss ``IndexFlatIP``, exact) or ``float16`` (faiss
+            ``IndexScalarQuantizer`` QT_fp16 with inner product: half the memory, cosine error ~1e-3).
+        prototypes_per_modality: prototypes kept per identity and modality; more contributing tracks
+            are merged (weighted mean) once they have ended. Tracks still alive keep their own.
+        ttl_s: an identity not seen for this many seconds of capture time is evicted.
+        max_identities: at most this many identities; the least recently seen without a live track
+            is evicted to make room.
+        max_memory_mb: bound on the vector storage of both stores together (MiB, 2**20 bytes);
+            the least recently seen identities without a live track are evicted to stay under it.
+    """
+
+    engine_id: str = ""
+    storage_dtype: str = "float32"
+    prototypes_per_modality: int = 4
+    ttl_s: float = 3600.0
+    max_identities: int = 100_000
+    max_memory_mb: float = 8192.0
+
+    def __post_init__(self) -> None:
+        if self.storage_dtype not in STORAGE_DTYPES:
+            raise ValueError(
+                f"gallery.storage_dtype must be one of {STORAGE_DTYPES}, got {self.storage_dtype!r}"
+            )
+        if self.prototypes_per_modality < 2:
+            raise ValueError(
+                f"gallery.prototypes_per_modality must be >= 2 (one live track + merged history), "
+                f"got {self.prototypes_per_modality}"
+            )
+        if not self.ttl_s > 0:
+            raise ValueError(f"gallery.ttl_s must be > 0 seconds, got {self.ttl_s}")
+        if self.max_identities < 1:
+            raise ValueError(f"gallery.max_identities must be >= 1, got {self.max_identities}")
+        if not self.max_memory_mb > 0:
+            raise ValueError(f"gallery.max_memory_mb must be > 0 MiB, got {self.max_memory_mb}")
+
+
+class PrototypeStore:
+    """Fixed-width vector slots over one faiss flat index (exact inner product search).
+
+    faiss' ``IndexIDMap.remove_ids`` compacts the whole flat storage (O(N x D) bytes moved per
+    removal), far too slow for a gallery whose prototypes change with every sighting. Instead the
+    store keeps the vectors in slots: a slot's code bytes are overwritten in place, a released slot
+    is zeroed (inner product 0 with anything) and reused, and ``slot -> prototype`` is mapped by the
+    caller. The index only grows (in blocks) up to ``max_slots``.
+
+    Args:
+        dim: embedding size D.
+        storage_dtype: ``float32`` (``IndexFlatIP``) or ``float16`` (``IndexScalarQuantizer`` QT_fp16).
+        max_slots: the most vectors this store may hold.
+    """
+
+    def __init__(self, dim: int, storage_dtype: str, max_slots: int) -> None:
+        import faiss  # heavy optional dependency: only where a gallery is built
+
+        if dim < 1:
+            raise ValueError(f"embedding dim must be >= 1, got {dim}")
+        if storage_dtype == "float32":
+            self.index = faiss.IndexFlatIP(dim)
+        elif storage_dtype == "float16":
+            self.index = faiss.IndexScalarQuantizer(
+                dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+            )
+        else:
+            raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
+        self._faiss = faiss
+        self.dim = dim
+        self.storage_dtype = storage_dtype
+        self.max_slots = max(0, int(max_slots))
+        self.code_size = int(self.index.code_size)
+        self.occupied = np.zeros(0, dtype=bool)
+        self._free: list[int] = []  # min-heap: the lowest free slot is reused first (deterministic)
+        self._codes = np.zeros(0, dtype=np.uint8)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def num_occupied(self) -> int:
+        return self.capacity - len(self._free)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of vector storage held by the index (occupied and free slots)."""
+        return self.capacity * self.code_size
+
+    def has_room(self) -> bool:
+        return bool(self._free) or self.capacity < self.max_slots
+
+    def allocate(self) -> int | None:
+        """A free slot number, growing the index if needed; ``None`` when ``max_slots`` are in use."""
+        if not self._free:
+            if self.capacity >= self.max_slots:
+                return None
+            self._grow(min(self.max_slots - self.capacity, max(64, self.capacity // 2)))
+        slot = heapq.heappop(self._free)
+        self.occupied[slot] = True
+        return slot
+
+    def write(self, slot: int, vector: np.ndarray) -> None:
+        """Store ``vector`` ((D,) float32, unit length) in ``slot`` (allocated)."""
+        if not self.occupied[slot]:
+            raise KeyError(f"slot {slot} is not allocated")
+        codes = self.index.sa_encode(np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim))
+        self._codes[slot * self.code_size : (slot + 1) * self.code_size] = codes[0]
+
+    def read(self, slots: Sequence[int]) -> np.ndarray:
+        """The vectors in ``slots`` as (len(slots), D) float32 (decoded from the storage dtype)."""
+        if len(slots) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        codes = self._codes.reshape(-1, self.code_size)[np.asarray(slots, dtype=np.int64)]
+        return np.asarray(self.index.sa_decode(codes), dtype=np.float32)
+
+    def release(self, slot: int) -> None:
+        """Zero ``slot`` and return it to the free list."""
+        if not self.occupied[slot]:
+            raise KeyError(f"slot {slot} is not allocated")
+        self._codes[slot * self.code_size : (slot + 1) * self.code_size] = 0
+        self.occupied[slot] = False
+        heapq.heappush(self._free, slot)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` inner products.
+
+        Args:
+            queries: (Q, D) float32, unit rows.
+            k: results per query.
+
+        Returns:
+            ``(cosines, slots)``, both (Q, k'), k' = min(k, capacity); float32 and int64. Slots that
+            are free are returned as -1 (their cosine is meaningless).
+        """
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(int(k), self.capacity)
+        if k <= 0 or q.shape[0] == 0:
+            return np.zeros((q.shape[0], 0), np.float32), np.zeros((q.shape[0], 0), np.int64)
+        cosines, slots = self.index.search(q, k)
+        valid = slots >= 0
+        valid[valid] = self.occupied[slots[valid]]
+        return cosines, np.where(valid, slots, -1)
+
+    def _grow(self, extra: int) -> None:
+        start = self.capacity
+        self.index.add(np.zeros((extra, self.dim), dtype=np.float32))
+        # Growing reallocates faiss' code buffer: take a fresh zero-copy view of it.
+        self._codes = self._faiss.rev_swig_ptr(self.index.codes.data(), self.capacity * self.code_size)
+        self.occupied = np.concatenate([self.occupied, np.zeros(extra, dtype=bool)])
+        for slot in range(start, start + extra):
+            heapq.heappush(self._free, slot)
+
+
+@dataclass
+class Prototype:
+    """One stored vector of an identity.
+
+    Attributes:
+        slot: its slot in the store of its modality.
+        modality: modality of the evidence.
+        camera_id: camera of the evidence (of the heaviest part, for a merged prototype).
+        track_key: the track whose current evidence this is; ``None`` for a merged prototype.
+        weight: sightings behind it.
+        updated_ts: capture time (s) of the last update.
+    """
+
+    slot: int
+    modality: Modality
+    camera_id: str
+    track_key: TrackKey | None
+    weight: float
+    updated_ts: float
+
+
+@dataclass
+class Identity:
+    """A global identity.
+
+    Attributes:
+        global_id: its number (never reused).
+        created_ts, last_seen_ts: capture times (s) of its creation and its latest sighting.
+        prototypes: its stored vectors, both modalities.
+        live_tracks: tracks assigned to it that have not ended (it is not evicted while it has any).
+    """
+
+    global_id: int
+    created_ts: float
+    last_seen_ts: float
+    prototypes: list[Prototype] = field(default_factory=list)
+    live_tracks: set[TrackKey] = field(default_factory=set)
+
+    def prototypes_of(self, modality: Modality) -> list[Prototype]:
+        return [p for p in self.prototypes if p.modality is modality]
+
+    def prototype_of_track(self, track_key: TrackKey) -> Prototype | None:
+        for prototype in self.prototypes:
+            if prototype.track_key == track_key:
+                return prototype
+        return None
+
+
+@dataclass(frozen=True)
+class IdentityMatch:
+    """How well a query matches one identity, split by the modality of the identity's evidence.
+
+    ``cosine_same`` / ``cosine_cross``: best cosine with a prototype of the query's modality / of
+    the other one (``-inf`` when there is none); ``camera_same`` / ``camera_cross``: their cameras.
+    """
+
+    global_id: int
+    cosine_same: float = -math.inf
+    camera_same: str = ""
+    cosine_cross: float = -math.inf
+    camera_cross: str = ""
+
+
+class Gallery:
+    """Global identities with per-modality prototypes (see the module docstring).
+
+    Args:
+        dim: embedding size D (all vectors are (D,) float32, unit length).
+        config: bounds and storage.
+    """
+
+    def __init__(self, dim: int, config: GalleryConfig) -> None:
+        self.dim = int(dim)
+        self.config = config
+        self.engine_id = config.engine_id
+        bytes_per_vector = self.dim * (4 if config.storage_dtype == "float32" else 2)
+        # Both modalities share one byte budget: each store may take it all, the total is checked.
+        self.max_slots = int(config.max_memory_mb * 2**20) // bytes_per_vector
+        self.stores = {
+            modality: PrototypeStore(self.dim, config.storage_dtype, self.max_slots) for modality in Modality
+        }
+        self.identities: dict[int, Identity] = {}
+        self.next_global_id = 0
+        self._slot_owner: dict[Modality, dict[int, tuple[int, Prototype]]] = {m: {} for m in Modality}
+        self._recency: list[tuple[float, int]] = []  # lazy min-heap of (last_seen_ts, global_id)
+
+    # ------------------------------------------------------------------------------ engine check
+
+    def check_engine(self, engine_id: str) -> bool:
+        """True if embeddings of ``engine_id`` may enter; the first one is adopted if none is set."""
+        if not self.engine_id:
+            if not engine_id:
+                return False
+            self.engine_id = engine_id
+            return True
+        return engine_id == self.engine_id
+
+    # ------------------------------------------------------------------------------- bookkeeping
+
+    @property
+    def num_slots_used(self) -> int:
+        return sum(store.num_occupied for store in self.stores.values())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of vector storage held by both stores."""
+        return sum(store.nbytes for store in self.stores.values())
+
+    def create_identity(self, ts: float, global_id: int | None = None) -> Identity:
+        """A new identity numbered ``global_id`` (default: the next number); numbers only go up."""
+        gid = self.next_global_id if global_id is None else int(global_id)
+        if gid in self.identities or gid < 0:
+            raise ValueError(f"global_id {gid} already exists or is negative")
+        self.next_global_id = max(self.next_global_id, gid + 1)
+        identity = Identity(global_id=gid, created_ts=ts, last_seen_ts=ts)
+        self.identities[gid] = identity
+        heapq.heappush(self._recency, (ts, gid))
+        return identity
+
+    def remove_identity(self, global_id: int) -> None:
+        """Drop an identity and free its slots (its number is never given out again)."""
+        identity = self.identities.pop(global_id)
+        for prototype in identity.prototypes:
+            self._free_prototype(prototype)
+
+    def touch(self, global_id: int, ts: float) -> None:
+        """Record a sighting of ``global_id`` at capture time ``ts`` (for TTL and recency)."""
+        identity = self.identities[global_id]
+        if ts > identity.last_seen_ts:
+            identity.last_seen_ts = ts
+            heapq.heappush(self._recency, (ts, global_id))
+            if len(self._recency) > 4 * len(self.identities) + 1024:
+                self._recency = [(i.last_seen_ts, gid) for gid, i in self.identities.items()]
+                heapq.heapify(self._recency)
+
+    # -------------------------------------------------------------------------------- prototypes
+
+    def needs_slot(self, global_id: int | None, modality: Modality, track_key: TrackKey) -> bool:
+        """Whether giving ``track_key`` a prototype in ``global_id`` (None: a new identity) takes a slot."""
+        if global_id is None:
+            return True
+        identity = self.identities[global_id]
+        if identity.prototype_of_track(track_key) is not None:
+            return False
+        same = identity.prototypes_of(modality)
+        return len(same) < self.config.prototypes_per_modality or len(self._mergeable(identity, same)) < 2
+
+    def has_slot(self) -> bool:
+        return self.num_slots_used < self.max_slots
+
+    def set_track_prototype(
+        self,
+        global_id: int,
+        track_key: TrackKey,
+        modality: Modality,
+        camera_id: str,
+        vector: np.ndarray,
+        weight: float,
+        ts: float,
+    ) -> bool:
+        """Make ``vector`` the prototype of ``track_key`` inside ``global_id`` (update in place or add).
+
+        Adding beyond ``prototypes_per_modality`` first merges the two most similar prototypes of
+        ended tracks. Returns False (and stores nothing) when the memory bound leaves no slot.
+        """
+        identity = self.identities[global_id]
+        prototype = identity.prototype_of_track(track_key)
+        if prototype is None:
+            if len(identity.prototypes_of(modality)) >= self.config.prototypes_per_modality:
+                self._merge_closest(identity, modality)
+            prototype = self._add_prototype(identity, modality, camera_id, track_key, weight, ts)
+            if prototype is None:
+                return False
+        prototype.weight = float(weight)
+        prototype.updated_ts = ts
+        prototype.camera_id = camera_id
+        self.stores[modality].write(prototype.slot, vector)
+        return True
+
+    def restore_prototype(
+        self,
+        global_id: int,
+        modality: Modality,
+        camera_id: str,
+        track_key: TrackKey | None,
+        weight: float,
+        ts: float,
+        vector: np.ndarray,
+    ) -> bool:
+        """Put back a prototype read from a snapshot (no merging); False if the bounds leave no slot."""
+        prototype = self._add_prototype(
+            self.identities[global_id], modality, camera_id, track_key, weight, ts
+        )
+        if prototype is None:
+            return False
+        self.stores[modality].write(prototype.slot, vector)
+        return True
+
+    def _add_prototype(
+        self,
+        identity: Identity,
+        modality: Modality,
+        camera_id: str,
+        track_key: TrackKey | None,
+        weight: float,
+        ts: float,
+    ) -> Prototype | None:
+        if not self.has_slot():
+            return None
+        slot = self.stores[modality].allocate()
+        if slot is None:
+            return None
+        prototype = Prototype(slot, modality, camera_id, track_key, float(weight), ts)
+        identity.prototypes.append(prototype)
+        self._slot_owner[modality][slot] = (identity.global_id, prototype)
+        return prototype
+
+    def remove_track_prototype(self, global_id: int, track_key: TrackKey) -> None:
+        """Take the prototype of ``track_key`` out of ``global_id`` (when the track is revised)."""
+        identity = self.identities[global_id]
+        prototype = identity.prototype_of_track(track_key)
+        if prototype is not None:
+            identity.prototypes.remove(prototype)
+            self._free_prototype(prototype)
+
+    def prototype_vectors(self, identity: Identity) -> np.ndarray:
+        """(len(identity.prototypes), D) float32, in the order of ``identity.prototypes``."""
+        out = np.zeros((len(identity.prototypes), self.dim), dtype=np.float32)
+        for modality in Modality:
+            rows = [i for i, p in enumerate(identity.prototypes) if p.modality is modality]
+            if rows:
+                out[rows] = self.stores[modality].read([identity.prototypes[i].slot for i in rows])
+        return out
+
+    def _mergeable(self, identity: Identity, prototypes: list[Prototype]) -> list[Prototype]:
+        return [p for p in prototypes if p.track_key is None or p.track_key not in identity.live_tracks]
+
+    def _merge_closest(self, identity: Identity, modality: Modality) -> None:
+        candidates = self._mergeable(identity, identity.prototypes_of(modality))
+        if len(candidates) < 2:
+            return  # every prototype belongs to a live track: exceed the soft bound for now
+        store = self.stores[modality]
+        vectors = store.read([p.slot for p in candidates])
+        similarity = vectors @ vectors.T
+        np.fill_diagonal(similarity, -np.inf)
+        i, j = np.unravel_index(int(np.argmax(similarity)), similarity.shape)
+        keep, drop = sorted((candidates[i], candidates[j]), key=lambda p: (-p.weight, p.slot))
+        merged = keep.weight * vectors[candidates.index(keep)] + drop.weight * vectors[candidates.index(drop)]
+        norm = float(np.linalg.norm(merged))
+        if norm > 0:
+            store.write(keep.slot, merged / norm)
+        keep.weight += drop.weight
+        keep.track_key = None
+        keep.updated_ts = max(keep.updated_ts, drop.updated_ts)
+        identity.prototypes.remove(drop)
+        self._free_prototype(drop)
+
+    def _free_prototype(self, prototype: Prototype) -> None:
+        self.stores[prototype.modality].release(prototype.slot)
+        del self._slot_owner[prototype.modality][prototype.slot]
+
+    # ------------------------------------------------------------------------------------ search
+
+    def match_many(
+        self,
+        queries: np.ndarray,
+        modality: Modality,
+        exclude_tracks: Sequence[TrackKey | None],
+        top_k: int,
+        extra: int = 0,
+    ) -> list[dict[int, IdentityMatch]]:
+        """The identities closest to each query, split into same- and cross-modality evidence.
+
+        Args:
+            queries: (Q, D) float32 unit rows, all of ``modality``.
+            exclude_tracks: per query, a track whose own prototype must not count (or None).
+            top_k: identities wanted per query (before the caller's exclusions).
+            extra: more results to fetch per store (to survive the caller's exclusions).
+
+        Returns:
+            Per query, ``{global_id: IdentityMatch}`` for the identities among the nearest
+            ``top_k * prototypes_per_modality + extra`` prototypes of each store.
+        """
+        k = top_k * self.config.prototypes_per_modality + extra + 1
+        results: list[dict[int, IdentityMatch]] = [{} for _ in range(len(queries))]
+        for store_modality, store in self.stores.items():
+            if store.num_occupied == 0:
+                continue
+            cosines, slots = store.search(queries, k)
+            owners = self._slot_owner[store_modality]
+            same = store_modality is modality
+            for q in range(len(queries)):
+                found = results[q]
+                for cosine, slot in zip(cosines[q].tolist(), slots[q].tolist()):
+                    if slot < 0:
+                        continue
+                    gid, prototype = owners[slot]
+                    if prototype.track_key is not None and prototype.track_key == exclude_tracks[q]:
+                        continue
+                    found[gid] = _better(found.get(gid), gid, same, cosine, prototype.camera_id)
+        return results
+
+    def match_identity(
+        self, global_id: int, query: np.ndarray, modality: Modality, exclude_track: TrackKey | None
+    ) -> IdentityMatch | None:
+        """Exact match of ``query`` ((D,) float32) with one identity, or None if it has no other evidence."""
+        identity = self.identities.get(global_id)
+        if identity is None:
+            return None
+        keep = [p.track_key is None or p.track_key != exclude_track for p in identity.prototypes]
+        if not any(keep):
+            return None
+        match: IdentityMatch | None = None
+        cosines = self.prototype_vectors(identity) @ np.asarray(query, dtype=np.float32)
+        for prototype, cosine, kept in zip(identity.prototypes, cosines.tolist(), keep):
+            if kept:
+                match = _better(match, global_id, prototype.modality is modality, cosine, prototype.camera_id)
+        return match
+
+    # --------------------------------------------------------------------------- TTL and bounds
+
+    def expired(self, now_ts: float) -> list[int]:
+        """Identities without live tracks not seen since ``now_ts - ttl_s`` (least recent first)."""
+        cutoff = now_ts - self.config.ttl_s
+        out: list[int] = []
+        with contextlib.closing(self._least_recent(protect=())) as walk:
+            for ts, gid in walk:
+                if ts >= cutoff:
+                    break
+                out.append(gid)
+        return out
+
+    def eviction_candidates(
+        self, new_identities: int, new_slots: int, protect: Iterable[int] = ()
+    ) -> list[int] | None:
+        """The least recently seen identities to evict so that ``new_identities`` more identities and
+        ``new_slots`` more prototypes fit the bounds; ``None`` if evicting every identity without a
+        live track (and not in ``protect``) would not be enough."""
+        over_ids = len(self.identities) + new_identities - self.config.max_identities
+        over_slots = self.num_slots_used + new_slots - self.max_slots
+        chosen: list[int] = []
+        freed = 0
+        if over_ids <= 0 and over_slots <= 0:
+            return chosen
+        with contextlib.closing(self._least_recent(protect=set(protect))) as walk:
+            for _ts, gid in walk:
+                chosen.append(gid)
+                freed += len(self.identities[gid].prototypes)
+                if len(chosen) >= over_ids and freed >= over_slots:
+                    return chosen
+        return None
+
+    def _least_recent(self, protect: set[int] | tuple[()]) -> Iterator[tuple[float, int]]:
+        """Yield ``(last_seen_ts, global_id)`` of evictable identities, least recently seen first.
+
+        Identities with live tracks or in ``protect`` are skipped. Stale heap entries (the identity
+        was seen again, or is gone) are dropped for good; the others are pushed back when the walk
+        is closed, so the caller may stop early.
+        """
+        heap = self._recency
+        popped: list[tuple[float, int]] = []
+        seen: set[int] = set()
+        try:
+            while heap:
+                ts, gid = heapq.heappop(heap)
+                identity = self.identities.get(gid)
+                if identity is None or identity.last_seen_ts != ts or gid in seen:
+                    continue
+                popped.append((ts, gid))
+                seen.add(gid)
+                if identity.live_tracks or gid in protect:
+                    continue
+                yield ts, gid
+        finally:
+            for entry in popped:
+                heapq.heappush(heap, entry)
+
+
+def _better(current: IdentityMatch | None, gid: int, same: bool, cosine: float, camera: str) -> IdentityMatch:
+    current = current or IdentityMatch(gid)
+    if same and cosine > current.cosine_same:
+        return IdentityMatch(gid, cosine, camera, current.cosine_cross, current.camera_cross)
+    if not same and cosine > current.cosine_cross:
+        return IdentityMatch(gid, current.cosine_same, current.camera_same, cosine, camera)
+    return current

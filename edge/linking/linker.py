@@ -1,0 +1,800 @@
+"""The linker's state machine: sighting batches in, identity events out (no sockets, no files).
+
+:class:`IdentityLinker` keeps the gallery, the live camera tracks and the clocks. ``observe`` takes
+one decoded :class:`~edge.messages.SightingBatch` and returns the events it caused; every event has
+already been applied through :meth:`IdentityLinker.apply`, the same method recovery uses to replay
+a journal, so a restarted linker rebuilds exactly the identities, numbers and assignments it had
+published (see :mod:`edge.linking.persistence`).
+
+Time is the messages' capture time (stream time in replays, wall clock live), never the linker's
+own clock, so replays are deterministic: a camera's clock is the latest capture time it sent, the
+linker's clock the latest over all cameras. Tracks end after ``track_idle_s`` of their camera's
+time or at the camera's end of stream; identities expire after ``ttl_s`` of the linker's time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge.linking.assignment import (
+    Candidate,
+    Choice,
+    MatchingRules,
+    choose_initial,
+    choose_revision,
+    lifetimes_overlap,
+    rank_candidates,
+    to_candidate,
+)
+from edge.linking.events import (
+    CameraEnded,
+    EngineAdopted,
+    Event,
+    EventError,
+    IdentityDecision,
+    IdentityEviction,
+)
+from edge.linking.gallery import Gallery, GalleryConfig, Identity, TrackKey
+from edge.messages import SightingBatch
+from trainer.common.modality import Modality
+
+SPLIT = -1  # vote target of a split into a new identity
+_MIN_QUALITY_WEIGHT = 1e-3
+
+
+@dataclass
+class TrackState:
+    """What the linker knows about one live camera track.
+
+    Attributes:
+        key: (producer_id, camera_id, track_id).
+        modality: the camera's modality.
+        first_seen_ts, last_seen_ts: capture times (s) of its first and latest sighting.
+        sightings: sightings that carried an embedding.
+        evidence: (D,) float32 unit vector: the track's aggregated embedding (the latest
+            ``track_mean`` from the node, or the linker's own quality-weighted mean of ``crop`` rows).
+        accumulated: for ``crop`` rows, the weighted sum behind ``evidence``.
+        weight_sum: the total weight in ``accumulated``.
+        global_id: its identity, None before the first decision.
+        assigned_seq: seq of the decision that gave ``global_id`` (conflicts: the later one yields).
+        ambiguous: evaluations that were ambiguous before the first decision.
+        vote_target, votes: the revision target (identity, or ``SPLIT``) that the last ``votes``
+            evaluations agreed on.
+        evaluated_at: ``sightings`` at the last evaluation.
+        last_source_seq, last_frame_index: of the latest batch with this track.
+    """
+
+    key: TrackKey
+    modality: Modality
+    first_seen_ts: float
+    last_seen_ts: float
+    sightings: int = 0
+    evidence: np.ndarray | None = None
+    accumulated: np.ndarray | None = None
+    weight_sum: float = 0.0
+    global_id: int | None = None
+    assigned_seq: int = 0
+    ambiguous: int = 0
+    vote_target: int | None = None
+    votes: int = 0
+    evaluated_at: int = 0
+    last_source_seq: int = 0
+    last_frame_index: int = 0
+
+    @property
+    def camera_id(self) -> str:
+        return self.key[1]
+
+
+@dataclass(frozen=True)
+class EndedSpan:
+    """An ended track's lifetime and identity, kept while a live track of its camera may overlap it."""
+
+    key: TrackKey
+    first_seen_ts: float
+    last_seen_ts: float
+    global_id: int
+
+
+@dataclass
+class LinkerCounters:
+    """Cumulative counts (all ints), exported in heartbeats of the service and in snapshots."""
+
+    batches: int = 0
+    sightings: int = 0
+    embeddings: int = 0
+    foreign_engine_batches: int = 0
+    wrong_dim_batches: int = 0
+    bad_embeddings: int = 0
+    decisions_new: int = 0
+    decisions_matched: int = 0
+    decisions_revised: int = 0
+    conflicts_resolved: int = 0
+    ambiguous_waits: int = 0
+    tracks_ended: int = 0
+    short_tracks_dropped: int = 0
+    identities_retired: int = 0
+    evicted_ttl: int = 0
+    evicted_capacity: int = 0
+    refused_capacity: int = 0
+    prototypes_refused: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+class IdentityLinker:
+    """Global identities for camera tracks from any number of cameras (see the module docstring).
+
+    Args:
+        rules: decision thresholds.
+        gallery_config: gallery bounds, storage and the expected engine.
+    """
+
+    def __init__(self, rules: MatchingRules, gallery_config: GalleryConfig) -> None:
+        self.rules = rules
+        self.gallery_config = gallery_config
+        self.gallery: Gallery | None = None
+        self.tracks: dict[TrackKey, TrackState] = {}
+        self.camera_tracks: dict[str, dict[TrackKey, TrackState]] = {}
+        self.ended: dict[str, list[EndedSpan]] = {}
+        self.camera_clock: dict[str, float] = {}
+        self.clock = -math.inf
+        self.last_seq = 0
+        self.counters = LinkerCounters()
+
+    # --------------------------------------------------------------------------------- queries
+
+    @property
+    def engine_id(self) -> str:
+        return self.gallery.engine_id if self.gallery is not None else self.gallery_config.engine_id
+
+    @property
+    def num_identities(self) -> int:
+        return 0 if self.gallery is None else len(self.gallery.identities)
+
+    def identity_of(self, producer_id: str, camera_id: str, track_id: int) -> int | None:
+        """The global id of a live track, or None."""
+        state = self.tracks.get((producer_id, camera_id, int(track_id)))
+        return None if state is None else state.global_id
+
+    # --------------------------------------------------------------------------------- observe
+
+    def observe(self, batch: SightingBatch, embeddings: np.ndarray | None) -> list[Event]:
+        """Take one camera frame's sightings; return the events it caused (already applied).
+
+        Args:
+            batch: the decoded header.
+            embeddings: (M, D) float16/float32 rows for ``batch.embedding_rows`` (or None).
+
+        A batch from another engine (or with embeddings of another size) is refused whole and
+        counted; rows that are not finite or have zero length are counted and skipped.
+        """
+        events: list[Event] = []
+        self.counters.batches += 1
+        if not self._accept_engine(batch, embeddings, events):
+            return events
+        ts = float(batch.capture_ts)
+        camera = batch.camera_id
+        self.camera_clock[camera] = max(self.camera_clock.get(camera, -math.inf), ts)
+        self.clock = max(self.clock, ts)
+        vectors = self._vectors(batch, embeddings)
+        live = self.camera_tracks.setdefault(camera, {})
+        seen: list[TrackState] = []
+        updated: list[TrackState] = []
+        for i, track_id in enumerate(batch.track_ids):
+            key = (batch.producer_id, camera, int(track_id))
+            state = self.tracks.get(key)
+            if state is None:
+                state = TrackState(key, batch.modality, ts, ts)
+                self.tracks[key] = state
+                live[key] = state
+            state.last_seen_ts = max(state.last_seen_ts, ts)
+            state.last_source_seq = batch.seq
+            state.last_frame_index = batch.frame_index
+            self.counters.sightings += 1
+            seen.append(state)
+            if state.global_id is not None and self.gallery is not None:
+                self.gallery.touch(state.global_id, state.last_seen_ts)
+            vector = vectors.get(i)
+            if vector is None:
+                continue
+            self._accumulate(state, vector, batch.embedding_source, batch.quality[i])
+            updated.append(state)
+            if state.global_id is not None and self.gallery is not None:
+                self._refresh_prototype(state)
+        if updated:
+            self._evaluate(sorted(updated, key=lambda s: s.key), events)
+        self._resolve_conflicts(camera, seen, events)
+        self._end_idle_tracks(camera, events)
+        self._expire(events)
+        return events
+
+    def end_camera(self, producer_id: str, camera_id: str, ts: float | None = None) -> list[Event]:
+        """The camera's stream ended (end-of-stream, or its producer restarted): end its tracks.
+
+        Tracks still waiting for their first decision are decided now (if they have
+        ``min_sightings``); the ending itself is an event, so recovery ends them too.
+        """
+        events: list[Event] = []
+        live = self.camera_tracks.get(camera_id, {})
+        keys = sorted(k for k in live if k[0] == producer_id)
+        for key in keys:
+            state = live[key]
+            if state.global_id is None:
+                self._decide_pending(state, events)
+        if keys:
+            when = self.camera_clock.get(camera_id, self.clock) if ts is None else float(ts)
+            self._emit(CameraEnded(self.last_seq + 1, producer_id, camera_id, when), events)
+        return events
+
+    # ------------------------------------------------------------------------------ apply (shared)
+
+    def apply(self, event: Event) -> bool:
+        """Apply one event (made here or read back from the journal); False if already applied."""
+        if event.seq <= self.last_seq:
+            return False
+        if isinstance(event, EngineAdopted):
+            self._apply_engine(event)
+        elif isinstance(event, IdentityEviction):
+            self._apply_eviction(event)
+        elif isinstance(event, IdentityDecision):
+            self._apply_decision(event)
+        elif isinstance(event, CameraEnded):
+            self._apply_camera_ended(event)
+        else:
+            raise EventError(f"cannot apply {type(event).__name__}")
+        self.last_seq = event.seq
+        return True
+
+    def _apply_engine(self, event: EngineAdopted) -> None:
+        if self.gallery is not None:
+            if self.gallery.engine_id != event.engine_id or self.gallery.dim != event.dim:
+                raise EventError(
+                    f"event {event.seq}: engine {event.engine_id} dim {event.dim} conflicts with the gallery's "
+                    f"{self.gallery.engine_id} dim {self.gallery.dim}"
+                )
+            return
+        config = dataclasses.replace(self.gallery_config, engine_id=event.engine_id)
+        self.gallery = Gallery(event.dim, config)
+
+    def _apply_eviction(self, event: IdentityEviction) -> None:
+        gallery = self._require_gallery(event.seq)
+        for gid in event.global_ids:
+            if gid in gallery.identities:
+                gallery.remove_identity(gid)
+                if event.reason == "ttl":
+                    self.counters.evicted_ttl += 1
+                else:
+                    self.counters.evicted_capacity += 1
+
+    def _apply_decision(self, event: IdentityDecision) -> None:
+        gallery = self._require_gallery(event.seq)
+        key = event.track_key
+        state = self.tracks.get(key)
+        if state is None:  # recovery: a track that started after the snapshot
+            state = TrackState(key, event.modality, event.first_seen_ts, event.last_seen_ts)
+            self.tracks[key] = state
+            self.camera_tracks.setdefault(event.camera_id, {})[key] = state
+        if state.evidence is None or event.sightings > state.sightings:
+            state.evidence = _unit(event.embedding)
+            state.accumulated = state.evidence * max(float(event.sightings), 1.0)
+            state.weight_sum = max(float(event.sightings), 1.0)
+        state.sightings = max(state.sightings, event.sightings)
+        state.evaluated_at = max(state.evaluated_at, event.sightings)
+        state.first_seen_ts = min(state.first_seen_ts, event.first_seen_ts)
+        state.last_seen_ts = max(state.last_seen_ts, event.last_seen_ts)
+        self.camera_clock[event.camera_id] = max(
+            self.camera_clock.get(event.camera_id, -math.inf), event.capture_ts
+        )
+        self.clock = max(self.clock, event.capture_ts)
+        previous = event.previous_global_id
+        if previous is not None and previous in gallery.identities:
+            gallery.remove_track_prototype(previous, key)
+            old = gallery.identities[previous]
+            old.live_tracks.discard(key)
+            if not old.prototypes and not old.live_tracks:
+                gallery.remove_identity(previous)  # its only evidence moved away; the number retires
+                self.counters.identities_retired += 1
+        if event.created or event.global_id not in gallery.identities:
+            # (an existing identity missing here means a journal older than its creation was lost;
+            # re-creating it keeps the published number)
+            gallery.create_identity(event.capture_ts, event.global_id)
+        identity = gallery.identities[event.global_id]
+        identity.live_tracks.add(key)
+        gallery.touch(event.global_id, state.last_seen_ts)
+        state.global_id = event.global_id
+        state.assigned_seq = event.seq
+        state.ambiguous = 0
+        state.vote_target = None
+        state.votes = 0
+        self._refresh_prototype(state)
+        name = f"decisions_{event.event}"
+        setattr(self.counters, name, getattr(self.counters, name) + 1)
+
+    def _apply_camera_ended(self, event: CameraEnded) -> None:
+        live = self.camera_tracks.get(event.camera_id, {})
+        for key in sorted(k for k in live if k[0] == event.producer_id):
+            self._end_track(live[key])
+
+    # ------------------------------------------------------------------------------ internals
+
+    def _require_gallery(self, seq: int) -> Gallery:
+        if self.gallery is None:
+            raise EventError(f"event {seq} needs a gallery, but no engine was adopted before it")
+        return self.gallery
+
+    def _emit(self, event: Event, events: list[Event]) -> None:
+        self.apply(event)
+        events.append(event)
+
+    def _accept_engine(
+        self, batch: SightingBatch, embeddings: np.ndarray | None, events: list[Event]
+    ) -> bool:
+        has_rows = bool(batch.embedding_rows) and embeddings is not None
+        expected = self.engine_id
+        if batch.engine_id and expected and batch.engine_id != expected:
+            self.counters.foreign_engine_batches += 1
+            return False
+        if not has_rows:
+            return True
+        if not batch.engine_id:
+            # Embeddings that do not say which engine made them cannot be compared with anything.
+            self.counters.foreign_engine_batches += 1
+            return False
+        dim = int(embeddings.shape[1])
+        if self.gallery is None:
+            self._emit(EngineAdopted(self.last_seq + 1, batch.engine_id, dim), events)
+        elif dim != self.gallery.dim:
+            self.counters.wrong_dim_batches += 1
+            return False
+        return True
+
+    def _vectors(self, batch: SightingBatch, embeddings: np.ndarray | None) -> dict[int, np.ndarray]:
+        if embeddings is None or not batch.embedding_rows:
+            return {}
+        rows = np.asarray(embeddings, dtype=np.float32)
+        norms = np.linalg.norm(rows, axis=1)
+        out: dict[int, np.ndarray] = {}
+        for k, sighting in enumerate(batch.embedding_rows):
+            if not (np.isfinite(norms[k]) and norms[k] > 1e-6):
+                self.counters.bad_embeddings += 1
+                continue
+            out[sighting] = rows[k] / norms[k]
+        self.counters.embeddings += len(out)
+        return out
+
+    def _accumulate(self, state: TrackState, vector: np.ndarray, source: str, quality: float) -> None:
+        state.sightings += 1
+        if source == "track_mean":
+            state.evidence = vector  # the node already aggregates the track
+            return
+        weight = max(float(quality), _MIN_QUALITY_WEIGHT)
+        if state.accumulated is None:
+            state.accumulated = np.zeros_like(vector)
+        state.accumulated = state.accumulated + weight * vector
+        state.weight_sum += weight
+        state.evidence = _unit(state.accumulated)
+
+    def _refresh_prototype(self, state: TrackState) -> None:
+        gallery = self.gallery
+        if gallery is None or state.global_id is None or state.evidence is None:
+            return
+        if state.global_id not in gallery.identities:
+            return
+        stored = gallery.set_track_prototype(
+            state.global_id,
+            state.key,
+            state.modality,
+            state.camera_id,
+            state.evidence,
+            float(state.sightings),
+            state.last_seen_ts,
+        )
+        if not stored:
+            self.counters.prototypes_refused += 1
+
+    def _cooccurring(self, state: TrackState) -> set[int]:
+        """Identities of other tracks of this camera whose lifetime overlaps ``state``'s."""
+        out: set[int] = set()
+        overlap = self.rules.cooccurrence_min_overlap_s
+        for other in self.camera_tracks.get(state.camera_id, {}).values():
+            if other is state or other.global_id is None:
+                continue
+            if lifetimes_overlap(
+                state.first_seen_ts, state.last_seen_ts, other.first_seen_ts, other.last_seen_ts, overlap
+            ):
+                out.add(other.global_id)
+        for span in self.ended.get(state.camera_id, ()):
+            if lifetimes_overlap(
+                state.first_seen_ts, state.last_seen_ts, span.first_seen_ts, span.last_seen_ts, overlap
+            ):
+                out.add(span.global_id)
+        return out
+
+    def _search(self, states: list[TrackState]) -> list[dict[int, Any]]:
+        """Nearest identities for each state's evidence (one faiss call per store)."""
+        gallery = self.gallery
+        assert gallery is not None
+        exclusions = [self._cooccurring(s) for s in states]
+        extra = len(states) + max(
+            (
+                sum(len(gallery.identities[g].prototypes) for g in ex if g in gallery.identities)
+                for ex in exclusions
+            ),
+            default=0,
+        )
+        results: list[dict[int, Any]] = [{} for _ in states]
+        for modality in Modality:
+            group = [i for i, s in enumerate(states) if s.modality is modality]
+            if not group:
+                continue
+            queries = np.stack([states[i].evidence for i in group])
+            found = gallery.match_many(
+                queries, modality, [states[i].key for i in group], self.rules.top_k, extra=extra
+            )
+            for i, matches in zip(group, found):
+                results[i] = matches
+        return results
+
+    def _evaluate(self, states: list[TrackState], events: list[Event]) -> None:
+        rules = self.rules
+        due = [
+            s
+            for s in states
+            if (s.global_id is None and s.sightings >= rules.min_sightings)
+            or (s.global_id is not None and s.sightings - s.evaluated_at >= rules.reevaluate_every_sightings)
+        ]
+        if not due or self.gallery is None:
+            return
+        found = self._search(due)
+        for state, matches in zip(due, found):
+            state.evaluated_at = state.sightings
+            excluded = self._cooccurring(state)  # fresh: earlier decisions of this batch count
+            if state.global_id is None:
+                candidates = rank_candidates(matches.values(), state.modality, rules, excluded)
+                choice = choose_initial(candidates, rules, state.ambiguous)
+                if choice.action == "wait":
+                    state.ambiguous += 1
+                    self.counters.ambiguous_waits += 1
+                    continue
+                self._decide(state, choice, events)
+                continue
+            current_match = self.gallery.match_identity(
+                state.global_id, state.evidence, state.modality, state.key
+            )
+            current = None if current_match is None else to_candidate(current_match, state.modality, rules)
+            others = rank_candidates(matches.values(), state.modality, rules, excluded | {state.global_id})
+            choice = choose_revision(current, others, rules)
+            if choice.action == "keep":
+                state.vote_target, state.votes = None, 0
+                continue
+            target = choice.candidate.global_id if choice.candidate is not None else SPLIT
+            if target == state.vote_target:
+                state.votes += 1
+            else:
+                state.vote_target, state.votes = target, 1
+            if state.votes >= rules.revise_votes:
+                self._decide(state, choice, events)
+
+    def _decide_pending(
+        self, state: TrackState, events: list[Event], exclude: set[int] | None = None
+    ) -> None:
+        """Decide now, without waiting (a track that ends, or one that must leave its identity)."""
+        if state.sightings < self.rules.min_sightings or state.evidence is None or self.gallery is None:
+            if state.global_id is None and state.sightings > 0:
+                self.counters.short_tracks_dropped += 1
+            return
+        matches = self._search([state])[0]
+        excluded = self._cooccurring(state) | (exclude or set())
+        candidates = rank_candidates(matches.values(), state.modality, self.rules, excluded)
+        self._decide(state, choose_initial(candidates, self.rules, force=True), events)
+
+    def _decide(self, state: TrackState, choice: Choice, events: list[Event]) -> None:
+        gallery = self.gallery
+        assert gallery is not None and state.evidence is not None
+        candidate: Candidate | None = choice.candidate if choice.action in ("match", "move") else None
+        target = None if candidate is None else candidate.global_id
+        previous = state.global_id
+        new_slots = int(gallery.needs_slot(target, state.modality, state.key))
+        if previous is not None and previous in gallery.identities:
+            if gallery.identities[previous].prototype_of_track(state.key) is not None:
+                new_slots = max(0, new_slots - 1)  # its old prototype is freed first
+        protect = {g for g in (target, previous) if g is not None}
+        evict = gallery.eviction_candidates(int(candidate is None), new_slots, protect)
+        if evict is None:
+            if candidate is None:
+                self.counters.refused_capacity += 1
+                return  # no room for a new identity: the track stays as it is for now
+        elif evict:
+            self._emit(IdentityEviction(self.last_seq + 1, tuple(evict), "capacity", self.clock), events)
+        created = candidate is None
+        if previous is None:
+            kind = "new" if created else "matched"
+        else:
+            kind = "revised"
+        decision = IdentityDecision(
+            seq=self.last_seq + 1,
+            event=kind,
+            producer_id=state.key[0],
+            camera_id=state.camera_id,
+            track_id=state.key[2],
+            modality=state.modality,
+            global_id=gallery.next_global_id if created else target,
+            previous_global_id=previous,
+            created=created,
+            score=1.0 if created else float(np.clip(candidate.cosine, -1.0, 1.0)),
+            matched_modality=None if created else candidate.matched_modality,
+            matched_camera_id="" if created else candidate.matched_camera_id,
+            capture_ts=state.last_seen_ts,
+            source_seq=state.last_source_seq,
+            frame_index=state.last_frame_index,
+            first_seen_ts=state.first_seen_ts,
+            last_seen_ts=state.last_seen_ts,
+            sightings=state.sightings,
+            engine_id=gallery.engine_id,
+            embedding=state.evidence.copy(),
+        )
+        self._emit(decision, events)
+
+    def _resolve_conflicts(self, camera: str, seen: list[TrackState], events: list[Event]) -> None:
+        """Rule 3 after the fact: two overlapping tracks of one camera holding the same identity.
+
+        The track assigned later (higher decision seq) is re-decided at once without that identity;
+        against an ended track, the live one yields (an ended track is never revised).
+        """
+        overlap = self.rules.cooccurrence_min_overlap_s
+        live = self.camera_tracks.get(camera, {})
+        for state in seen:
+            if state.global_id is None or state.key not in self.tracks:
+                continue
+            for other in sorted(live.values(), key=lambda s: s.key):
+                gid = state.global_id
+                if other is state or gid is None or other.global_id != gid:
+                    continue
+                if not lifetimes_overlap(
+                    state.first_seen_ts, state.last_seen_ts, other.first_seen_ts, other.last_seen_ts, overlap
+                ):
+                    continue
+                loser = state if (state.assigned_seq, state.key) > (other.assigned_seq, other.key) else other
+                self.counters.conflicts_resolved += 1
+                self._decide_pending(loser, events, exclude={gid})
+            gid = state.global_id
+            for span in self.ended.get(camera, ()):
+                if gid is None or span.global_id != gid or span.key == state.key:
+                    continue
+                if lifetimes_overlap(
+                    state.first_seen_ts, state.last_seen_ts, span.first_seen_ts, span.last_seen_ts, overlap
+                ):
+                    self.counters.conflicts_resolved += 1
+                    self._decide_pending(state, events, exclude={gid})
+                    break
+
+    def _end_idle_tracks(self, camera: str, events: list[Event]) -> None:
+        now = self.camera_clock.get(camera, -math.inf)
+        live = self.camera_tracks.get(camera, {})
+        idle = sorted(k for k, s in live.items() if s.last_seen_ts < now - self.rules.track_idle_s)
+        for key in idle:
+            state = live[key]
+            if state.global_id is None:
+                self._decide_pending(state, events)
+            self._end_track(state)
+
+    def _end_track(self, state: TrackState) -> None:
+        key = state.key
+        camera = state.camera_id
+        self.tracks.pop(key, None)
+        live = self.camera_tracks.get(camera, {})
+        live.pop(key, None)
+        self.counters.tracks_ended += 1
+        gallery = self.gallery
+        if state.global_id is not None:
+            if gallery is not None and state.global_id in gallery.identities:
+                gallery.identities[state.global_id].live_tracks.discard(key)
+            self.ended.setdefault(camera, []).append(
+                EndedSpan(key, state.first_seen_ts, state.last_seen_ts, state.global_id)
+            )
+        # An ended span matters only while a live track of the camera started before it ended.
+        if live:
+            earliest = min(s.first_seen_ts for s in live.values())
+            self.ended[camera] = [
+                s
+                for s in self.ended.get(camera, [])
+                if s.last_seen_ts >= earliest - self.rules.cooccurrence_min_overlap_s
+            ]
+        else:
+            self.ended.pop(camera, None)
+
+    def _expire(self, events: list[Event]) -> None:
+        gallery = self.gallery
+        if gallery is None:
+            return
+        # A camera that went silent without an end of stream: its tracks end after ttl_s.
+        stale = sorted(
+            k for k, s in self.tracks.items() if s.last_seen_ts < self.clock - gallery.config.ttl_s
+        )
+        for key in stale:
+            self._end_track(self.tracks[key])
+        expired = gallery.expired(self.clock)
+        if expired:
+            self._emit(IdentityEviction(self.last_seq + 1, tuple(expired), "ttl", self.clock), events)
+
+    # ------------------------------------------------------------------------------- snapshots
+
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Everything needed to rebuild this linker: (JSON-ready metadata, named arrays)."""
+        arrays: dict[str, np.ndarray] = {}
+        meta: dict[str, Any] = {
+            "last_seq": self.last_seq,
+            "clock": _finite_or_none(self.clock),
+            "camera_clock": dict(self.camera_clock),
+            "counters": self.counters.as_dict(),
+            "gallery": None,
+        }
+        gallery = self.gallery
+        if gallery is not None:
+            storage = np.float16 if gallery.config.storage_dtype == "float16" else np.float32
+            identities = []
+            per_modality: dict[Modality, list[int]] = {m: [] for m in Modality}
+            for gid in sorted(gallery.identities):
+                identity = gallery.identities[gid]
+                prototypes = []
+                for p in identity.prototypes:
+                    per_modality[p.modality].append(p.slot)
+                    prototypes.append(
+                        {
+                            "modality": str(p.modality),
+                            "row": len(per_modality[p.modality]) - 1,
+                            "camera_id": p.camera_id,
+                            "track_key": None if p.track_key is None else list(p.track_key),
+                            "weight": p.weight,
+                            "updated_ts": p.updated_ts,
+                        }
+                    )
+                identities.append(
+                    {
+                        "global_id": gid,
+                        "created_ts": identity.created_ts,
+                        "last_seen_ts": identity.last_seen_ts,
+                        "live_tracks": sorted(list(k) for k in identity.live_tracks),
+                        "prototypes": prototypes,
+                    }
+                )
+            for modality, slots in per_modality.items():
+                arrays[f"prototypes_{modality}"] = gallery.stores[modality].read(slots).astype(storage)
+            meta["gallery"] = {
+                "engine_id": gallery.engine_id,
+                "dim": gallery.dim,
+                "next_global_id": gallery.next_global_id,
+                "identities": identities,
+            }
+        tracks = []
+        evidence = []
+        for key in sorted(self.tracks):
+            s = self.tracks[key]
+            tracks.append(
+                {
+                    "key": list(key),
+                    "modality": str(s.modality),
+                    "first_seen_ts": s.first_seen_ts,
+                    "last_seen_ts": s.last_seen_ts,
+                    "sightings": s.sightings,
+                    "weight_sum": s.weight_sum,
+                    "global_id": s.global_id,
+                    "assigned_seq": s.assigned_seq,
+                    "ambiguous": s.ambiguous,
+                    "vote_target": s.vote_target,
+                    "votes": s.votes,
+                    "evaluated_at": s.evaluated_at,
+                    "last_source_seq": s.last_source_seq,
+                    "last_frame_index": s.last_frame_index,
+                    "evidence_row": None if s.evidence is None else len(evidence),
+                }
+            )
+            if s.evidence is not None:
+                evidence.append(s.evidence)
+        meta["tracks"] = tracks
+        meta["ended"] = {
+            camera: [[list(e.key), e.first_seen_ts, e.last_seen_ts, e.global_id] for e in spans]
+            for camera, spans in self.ended.items()
+        }
+        dim = gallery.dim if gallery is not None else (evidence[0].shape[0] if evidence else 0)
+        arrays["track_evidence"] = (
+            np.stack(evidence).astype(np.float32) if evidence else np.zeros((0, dim), np.float32)
+        )
+        return meta, arrays
+
+    @classmethod
+    def from_state(
+        cls,
+        meta: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        rules: MatchingRules,
+        gallery_config: GalleryConfig,
+    ) -> IdentityLinker:
+        """Rebuild a linker from :meth:`to_state`'s output (with today's rules and bounds)."""
+        linker = cls(rules, gallery_config)
+        linker.last_seq = int(meta["last_seq"])
+        linker.clock = -math.inf if meta["clock"] is None else float(meta["clock"])
+        linker.camera_clock = {str(k): float(v) for k, v in meta["camera_clock"].items()}
+        for name, value in meta["counters"].items():
+            if hasattr(linker.counters, name):
+                setattr(linker.counters, name, int(value))
+        g = meta["gallery"]
+        if g is not None:
+            config = dataclasses.replace(gallery_config, engine_id=g["engine_id"])
+            if gallery_config.engine_id and gallery_config.engine_id != g["engine_id"]:
+                raise EventError(
+                    f"the snapshot's gallery holds engine {g['engine_id']} but gallery.engine_id is "
+                    f"{gallery_config.engine_id}: start with a fresh state_dir for another engine"
+                )
+            gallery = Gallery(int(g["dim"]), config)
+            vectors = {m: np.asarray(arrays[f"prototypes_{m}"], dtype=np.float32) for m in Modality}
+            for item in g["identities"]:
+                identity: Identity = gallery.create_identity(
+                    float(item["created_ts"]), int(item["global_id"])
+                )
+                identity.live_tracks = {_key(k) for k in item["live_tracks"]}
+                for p in item["prototypes"]:
+                    modality = Modality.parse(p["modality"])
+                    gallery.restore_prototype(
+                        identity.global_id,
+                        modality,
+                        str(p["camera_id"]),
+                        None if p["track_key"] is None else _key(p["track_key"]),
+                        float(p["weight"]),
+                        float(p["updated_ts"]),
+                        vectors[modality][int(p["row"])],
+                    )
+                gallery.touch(identity.global_id, float(item["last_seen_ts"]))
+            gallery.next_global_id = max(gallery.next_global_id, int(g["next_global_id"]))
+            linker.gallery = gallery
+        evidence = np.asarray(arrays["track_evidence"], dtype=np.float32)
+        for t in meta["tracks"]:
+            key = _key(t["key"])
+            state = TrackState(
+                key=key,
+                modality=Modality.parse(t["modality"]),
+                first_seen_ts=float(t["first_seen_ts"]),
+                last_seen_ts=float(t["last_seen_ts"]),
+                sightings=int(t["sightings"]),
+                weight_sum=float(t["weight_sum"]),
+                global_id=t["global_id"],
+                assigned_seq=int(t["assigned_seq"]),
+                ambiguous=int(t["ambiguous"]),
+                vote_target=t["vote_target"],
+                votes=int(t["votes"]),
+                evaluated_at=int(t["evaluated_at"]),
+                last_source_seq=int(t["last_source_seq"]),
+                last_frame_index=int(t["last_frame_index"]),
+            )
+            if t["evidence_row"] is not None:
+                state.evidence = evidence[int(t["evidence_row"])].copy()
+                state.accumulated = state.evidence * max(state.weight_sum, 1.0)
+            linker.tracks[key] = state
+            linker.camera_tracks.setdefault(state.camera_id, {})[key] = state
+        linker.ended = {
+            str(camera): [EndedSpan(_key(k), float(f), float(la), int(g_)) for k, f, la, g_ in spans]
+            for camera, spans in meta["ended"].items()
+        }
+        return linker
+
+
+def _key(value: Any) -> TrackKey:
+    producer, camera, track = value
+    return (str(producer), str(camera), int(track))
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    v = np.asarray(vector, dtype=np.float32)
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v.copy()
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
