@@ -1,0 +1,257 @@
+"""Crash-safe linker state: an atomic snapshot plus an append-only journal of events.
+
+Layout of ``state_dir``::
+
+    snapshot.npz                 the linker at event seq S (written atomically: old or new, never half)
+    journal-<first seq>.jsonl    events, one JSON object per line, seq S+1, S+2, ... (segments)
+
+Writing: every event is appended to the journal (one ``write`` per group of events, flushed, and
+fsync'ed when ``fsync`` is on) *before* anything is published, so whatever a consumer has seen is on
+disk. A snapshot is written atomically (:func:`trainer.common.files.atomic_save`); only after it is
+durable does the journal rotate to a new segment and drop the segments the snapshot covers.
+
+Recovery (:func:`recover`): load the snapshot (if any), then apply the journal's events with
+``seq > S`` in order. A crash can leave the last line of the last segment torn (a partial write):
+it is ignored and cut off; a broken line anywhere else, or a hole in the seq numbers, is real damage
+and raises :class:`JournalError`. A crash between appending and snapshotting only means more
+journal to replay; a crash while snapshotting leaves the previous snapshot and its journal intact.
+
+What is *not* journaled: the refinement of a live track's prototype by each later sighting (that
+would put a vector on disk per sighting). After a crash, a prototype is the track's evidence at its
+last decision (or at the snapshot, if later); global ids, assignments and numbering are exact.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.linking.assignment import MatchingRules
+from edge.linking.events import Event, EventError, event_from_json, event_to_json
+from edge.linking.gallery import GalleryConfig
+from edge.linking.linker import IdentityLinker
+from trainer.common.files import atomic_save
+
+SNAPSHOT_NAME = "snapshot.npz"
+SNAPSHOT_FORMAT = 1
+_SEGMENT = re.compile(r"^journal-(\d{12})\.jsonl$")
+
+
+class JournalError(RuntimeError):
+    """The state directory is damaged in a way a crash cannot explain (names the file and line)."""
+
+
+def segment_name(first_seq: int) -> str:
+    return f"journal-{first_seq:012d}.jsonl"
+
+
+def journal_segments(state_dir: str | os.PathLike[str]) -> list[Path]:
+    """The journal segment files of ``state_dir``, oldest first."""
+    directory = Path(state_dir)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _SEGMENT.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+@dataclass(frozen=True)
+class JournalTail:
+    """Where the readable journal ends: ``path`` of the last segment and the byte ``size`` to keep."""
+
+    path: Path
+    size: int
+    torn: bool
+
+
+def read_journal(state_dir: str | os.PathLike[str]) -> tuple[list[Event], JournalTail | None]:
+    """All events of the journal, in order, and where its intact part ends.
+
+    Raises:
+        JournalError: a malformed line that is not the torn end of the last segment.
+    """
+    segments = journal_segments(state_dir)
+    events: list[Event] = []
+    tail: JournalTail | None = None
+    for index, path in enumerate(segments):
+        data = path.read_bytes()
+        last_segment = index == len(segments) - 1
+        offset = 0
+        torn = False
+        for number, line in enumerate(data.splitlines(keepends=True), start=1):
+            complete = line.endswith(b"\n")
+            try:
+                if not complete:
+                    raise ValueError("no newline at the end (a partial write)")
+                events.append(event_from_json(json.loads(line)))
+            except (ValueError, EventError) as exc:
+                is_last_line = offset + len(line) == len(data)
+                if last_segment and is_last_line:
+                    torn = True  # a write cut short by a crash: never acknowledged, safe to drop
+                    break
+                raise JournalError(f"{path}:{number}: unreadable journal entry ({exc})") from exc
+            offset += len(line)
+        if last_segment:
+            tail = JournalTail(path, offset, torn)
+    return events, tail
+
+
+class Journal:
+    """Appends events to the current segment of ``state_dir`` (see the module docstring).
+
+    Args:
+        state_dir: the linker's state directory.
+        next_seq: the seq the next appended event will have (names a new segment).
+        fsync: fsync after each append (survives power loss, not only a killed process).
+    """
+
+    def __init__(self, state_dir: str | os.PathLike[str], next_seq: int, fsync: bool = True) -> None:
+        self.directory = Path(state_dir)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
+        self._handle: io.BufferedWriter | None = None
+        self._open_segment(next_seq)
+
+    @property
+    def path(self) -> Path:
+        assert self._handle is not None
+        return Path(self._handle.name)
+
+    def append(self, events: list[Event]) -> None:
+        """Write ``events`` as JSON lines (one write), flush, and fsync if configured."""
+        if not events:
+            return
+        assert self._handle is not None, "journal is closed"
+        payload = b"".join(
+            json.dumps(event_to_json(e), separators=(",", ":")).encode() + b"\n" for e in events
+        )
+        self._handle.write(payload)
+        self._handle.flush()
+        if self.fsync:
+            os.fsync(self._handle.fileno())
+
+    def rotate(self, snapshot_seq: int) -> None:
+        """After a durable snapshot at ``snapshot_seq``: start a new segment, drop the covered ones."""
+        old = journal_segments(self.directory)
+        self._close_handle()
+        self._open_segment(snapshot_seq + 1)
+        for path in old:
+            if path != self.path:
+                path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._close_handle()
+
+    def _open_segment(self, first_seq: int) -> None:
+        path = self.directory / segment_name(first_seq)
+        self._handle = open(path, "ab")  # kept open for appends until close()
+
+    def _close_handle(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+            if self.fsync:
+                os.fsync(self._handle.fileno())
+            self._handle.close()
+            self._handle = None
+
+
+def save_snapshot(
+    state_dir: str | os.PathLike[str], linker: IdentityLinker, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write ``linker`` (and the caller's ``extra`` JSON-ready state) atomically to ``snapshot.npz``.
+
+    Returns the snapshot's path. The file is an uncompressed ``.npz``: the prototype vectors in the
+    gallery's storage dtype, the live tracks' evidence, and ``meta`` (UTF-8 JSON as uint8).
+    """
+    meta, arrays = linker.to_state()
+    meta = {"format": SNAPSHOT_FORMAT, "linker": meta, "extra": extra or {}}
+    blob = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    path = Path(state_dir) / SNAPSHOT_NAME
+
+    def write(handle: Any) -> None:
+        np.savez(handle, meta=blob, **arrays)
+
+    atomic_save(path, write)
+    return path
+
+
+def load_snapshot(state_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """The snapshot's (meta, arrays), or None when there is none.
+
+    Raises:
+        JournalError: a snapshot that cannot be read (atomic writes make that real damage).
+    """
+    path = Path(state_dir) / SNAPSHOT_NAME
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        meta = json.loads(arrays.pop("meta").tobytes())
+    except (OSError, ValueError, KeyError) as exc:
+        raise JournalError(f"{path}: unreadable snapshot ({exc})") from exc
+    if meta.get("format") != SNAPSHOT_FORMAT:
+        raise JournalError(f"{path}: snapshot format {meta.get('format')!r}, expected {SNAPSHOT_FORMAT}")
+    return meta, arrays
+
+
+@dataclass
+class Recovered:
+    """The outcome of :func:`recover`.
+
+    Attributes:
+        linker: the rebuilt linker (its ``last_seq`` is the last event applied).
+        extra: the caller's state saved with the snapshot (``{}`` without one).
+        snapshot_seq: the snapshot's event seq (0 without one).
+        replayed: the journal events applied on top of the snapshot, in order.
+        torn_tail: whether a torn last journal line was dropped.
+    """
+
+    linker: IdentityLinker
+    extra: dict[str, Any]
+    snapshot_seq: int
+    replayed: list[Event]
+    torn_tail: bool
+
+
+def recover(
+    state_dir: str | os.PathLike[str], rules: MatchingRules, gallery_config: GalleryConfig
+) -> Recovered:
+    """Rebuild the linker from ``state_dir`` (empty or missing: a fresh linker) and repair a torn tail.
+
+    Raises:
+        JournalError: damage a crash cannot explain (a hole in the seq numbers, a broken line
+            before the end, an unreadable snapshot).
+    """
+    loaded = load_snapshot(state_dir)
+    if loaded is None:
+        linker = IdentityLinker(rules, gallery_config)
+        extra: dict[str, Any] = {}
+    else:
+        meta, arrays = loaded
+        linker = IdentityLinker.from_state(meta["linker"], arrays, rules, gallery_config)
+        extra = meta.get("extra", {})
+    snapshot_seq = linker.last_seq
+    events, tail = read_journal(state_dir)
+    replayed: list[Event] = []
+    for event in events:
+        if event.seq <= linker.last_seq:
+            continue  # covered by the snapshot (rotation had not removed it yet)
+        if event.seq != linker.last_seq + 1:
+            raise JournalError(
+                f"{state_dir}: journal jumps from event {linker.last_seq} to {event.seq}; events are missing"
+            )
+        linker.apply(event)
+        replayed.append(event)
+    if tail is not None and tail.torn:
+        with open(tail.path, "r+b") as handle:
+            handle.truncate(tail.size)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return Recovered(linker, extra, snapshot_seq, replayed, bool(tail and tail.torn))
