@@ -1,0 +1,120 @@
+"""The linker's configuration schema (for :func:`trainer.common.configuring.load_config`).
+
+``LinkerConfig`` nests the small frozen dataclasses that the library code takes: the decision
+rules (:class:`~edge.linking.assignment.MatchingRules`), the gallery bounds
+(:class:`~edge.linking.gallery.GalleryConfig`), persistence and the service's sockets. Load it as
+``load_config(LinkerConfig, ["configs/linker.yaml"], ["matching.cosine_min_cross=0.35"])``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.linking.assignment import MatchingRules
+from edge.linking.gallery import GalleryConfig
+
+MODES = ("live", "replay")
+
+
+@dataclass(frozen=True)
+class PersistenceConfig:
+    """Where and how often the linker's state is made durable.
+
+    Attributes:
+        state_dir: directory of the snapshot, the journal, the update log and the stats file.
+        snapshot_interval_s: wall-clock seconds between snapshots (0: only at a clean stop).
+        snapshot_every_events: also snapshot after this many journaled events (0: no such trigger).
+        journal_fsync: fsync the journal after each append (survives power loss; a killed process
+            loses nothing either way, the data is in the OS).
+        updates_fsync: fsync the update log after each write.
+    """
+
+    state_dir: str = "outputs/linker"
+    snapshot_interval_s: float = 30.0
+    snapshot_every_events: int = 1000
+    journal_fsync: bool = True
+    updates_fsync: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.state_dir:
+            raise ValueError("persistence.state_dir must name a directory")
+        if self.snapshot_interval_s < 0 or self.snapshot_every_events < 0:
+            raise ValueError("persistence.snapshot_interval_s and snapshot_every_events must be >= 0")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The linker service's sockets and loop.
+
+    Attributes:
+        linker_id: ``producer_id`` of what the linker publishes.
+        mode: ``replay``: a PULL socket; senders (PUSH) wait when the linker is behind, nothing is
+            dropped. ``live``: a SUB socket; when the linker is behind, messages beyond the
+            high-water marks are dropped (counted from the sequence gaps).
+        input_endpoints: ZeroMQ endpoints of the input socket.
+        bind_inputs: bind the input endpoints (nodes connect to the linker; any number of them)
+            or connect to them (the linker reaches out to nodes that bind).
+        publish_endpoint: the PUB endpoint (bound) of identity updates and linker heartbeats.
+        updates_jsonl: the JSON-lines update log; ``""``: ``<state_dir>/identity_updates.jsonl``.
+        receive_hwm: messages the input socket queues (ZMQ_RCVHWM).
+        publish_hwm: messages queued per subscriber of the PUB socket before they are dropped.
+        poll_ms: the loop's poll timeout (how quickly a stop request is noticed).
+        expected_producers: stop after this many producers sent their final end-of-stream
+            (replays); 0: run until stopped.
+        stats_interval_s: wall-clock seconds between stats files / linker heartbeats.
+        zmq_heartbeat_ivl_ms, zmq_heartbeat_timeout_ms: ZMTP heartbeats (dead peers are noticed).
+    """
+
+    linker_id: str = "linker"
+    mode: str = "replay"
+    input_endpoints: list[str] = field(default_factory=lambda: ["tcp://*:5570"])
+    bind_inputs: bool = True
+    publish_endpoint: str = "tcp://*:5571"
+    updates_jsonl: str = ""
+    receive_hwm: int = 100
+    publish_hwm: int = 10_000
+    poll_ms: int = 100
+    expected_producers: int = 0
+    stats_interval_s: float = 2.0
+    zmq_heartbeat_ivl_ms: int = 1000
+    zmq_heartbeat_timeout_ms: int = 5000
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"service.mode must be one of {MODES}, got {self.mode!r}")
+        if not self.linker_id:
+            raise ValueError("service.linker_id must not be empty")
+        if not self.input_endpoints:
+            raise ValueError("service.input_endpoints needs at least one endpoint")
+        for name in ("receive_hwm", "publish_hwm", "poll_ms"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"service.{name} must be >= 1, got {getattr(self, name)}")
+        if self.expected_producers < 0:
+            raise ValueError(f"service.expected_producers must be >= 0, got {self.expected_producers}")
+        if not self.stats_interval_s > 0:
+            raise ValueError(f"service.stats_interval_s must be > 0, got {self.stats_interval_s}")
+
+
+@dataclass(frozen=True)
+class LinkerConfig:
+    """Everything ``python -m edge.linking`` needs (see ``configs/linker.yaml`` and docs/linker.md)."""
+
+    matching: MatchingRules = field(default_factory=MatchingRules)
+    gallery: GalleryConfig = field(default_factory=GalleryConfig)
+    persistence: PersistenceConfig = field(default_factory=PersistenceConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+
+    def __post_init__(self) -> None:
+        if self.matching.track_idle_s >= self.gallery.ttl_s:
+            raise ValueError(
+                f"matching.track_idle_s ({self.matching.track_idle_s}) must be below gallery.ttl_s "
+                f"({self.gallery.ttl_s}): a track ends before its identity may expire"
+            )
+
+    @property
+    def updates_path(self) -> Path:
+        """The update log's path (``service.updates_jsonl`` or its default in ``state_dir``)."""
+        if self.service.updates_jsonl:
+            return Path(self.service.updates_jsonl)
+        return Path(self.persistence.state_dir) / "identity_updates.jsonl"
