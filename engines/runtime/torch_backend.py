@@ -132,30 +132,37 @@ class TorchEmbedder(Embedder):
         super().close()
 
 
-def torch_sidecar(checkpoint: str | os.PathLike[str], precision: str = "fp32") -> EngineSidecar:
+def torch_sidecar(
+    checkpoint: str | os.PathLike[str], precision: str = "fp32", *, model_config: Any = None
+) -> EngineSidecar:
     """The sidecar of a ``.pt`` checkpoint, derived from the checkpoint itself.
 
     A checkpoint carries its model config (input size, embedding size); the preprocessing is the
     training one (ImageNet mean/std, RGB, infrared replicated to 3 channels).
-    """
-    from trainer.checkpoint import read_checkpoint
-    from trainer.model import ModelConfig
 
+    Args:
+        checkpoint: the ``.pt`` file.
+        precision: ``fp32`` or ``fp16`` (what the torch backend will run).
+        model_config: the checkpoint's :class:`trainer.model.ModelConfig` when the caller already
+            loaded the model; otherwise the checkpoint is loaded to get it.
+    """
     checkpoint = Path(checkpoint)
-    payload = read_checkpoint(checkpoint)
-    config = ModelConfig(**{**payload["model_config"], "pretrained": None})
+    if model_config is None:
+        from trainer.checkpoint import load_model
+
+        model_config = load_model(checkpoint, map_location="cpu")[0].config
     digest = sha256_file(checkpoint)
     return EngineSidecar(
         format="torch",
         artifact=checkpoint.name,
         artifact_sha256=digest,
-        preprocessing=Preprocessing(height=config.height, width=config.width),
-        output_dim=config.embedding_dim,
+        preprocessing=Preprocessing(height=model_config.height, width=model_config.width),
+        output_dim=model_config.embedding_dim,
         precision=precision,
         normalized=False,
         batch=BatchProfile(min=1, opt=8, max=None),
         checkpoint_sha256=digest,
-        model_config=dataclasses.asdict(config),
+        model_config={**dataclasses.asdict(model_config), "pretrained": None},
         source={"created_by": "engines.runtime.torch_backend"},
     )
 
@@ -193,6 +200,7 @@ def load_torch_embedder(
     if half and not cuda:
         raise EmbedderError("FP16 (half=True) is for CUDA; on CPU use the FP32 model or an ONNX engine")
     precision = "fp16" if half else "fp32"
+    model, _ = load_model(path, map_location="cpu")
     if sidecar_path(path).is_file():
         sidecar = load_sidecar(path)
         if sidecar.format != "torch":
@@ -202,8 +210,7 @@ def load_torch_embedder(
         if sidecar.precision != precision:
             sidecar = dataclasses.replace(sidecar, precision=precision, engine_id="")
     else:
-        sidecar = torch_sidecar(path, precision)
-    model, _ = load_model(path, map_location="cpu")
+        sidecar = torch_sidecar(path, precision, model_config=model.config)
     if model.embedding_dim != sidecar.output_dim or (model.config.height, model.config.width) != (
         sidecar.preprocessing.height,
         sidecar.preprocessing.width,
