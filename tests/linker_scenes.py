@@ -144,3 +144,33 @@ def scene_messages(
 def encode(item: tuple[SightingBatch | EndOfStream, np.ndarray | None]) -> list[bytes]:
     """Wire frames of one scene message (bytes, ready for send_multipart)."""
     return [bytes(f) for f in encode_message(item[0], item[1])]
+
+
+def basis(dim: int, *weights: float) -> np.ndarray:
+    """A unit (dim,) float32 vector ``sum_k weights[k] * e_k`` plus whatever completes it to unit length
+    along the last axis (so ``cos(basis(d, c), e_0) == c``)."""
+    v = np.zeros(dim, dtype=np.float64)
+    v[: len(weights)] = weights
+    rest = 1.0 - float(np.sum(v**2))
+    assert rest >= -1e-9 and len(weights) < dim
+    v[dim - 1] = np.sqrt(max(rest, 0.0))
+    return v.astype(np.float32)
+
+
+def feed(
+    linker,
+    camera_id: str,
+    modality: Modality,
+    ts: float,
+    tracks: dict[int, np.ndarray],
+    seq: int = 0,
+    producer_id: str = "node0",
+    engine_id: str = ENGINE_ID,
+):
+    """One frame of ``camera_id`` at ``ts`` with ``{track_id: evidence}`` (float32 rows) into ``linker``."""
+    ids = sorted(tracks)
+    emb = np.stack([tracks[t] for t in ids]) if ids else None
+    batch, rows = sighting_batch(
+        camera_id, modality, seq, ts, ids, emb, producer_id, engine_id, dtype="float32"
+    )
+    return linker.observe(batch, rows)

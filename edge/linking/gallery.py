@@ -86,35 +86,36 @@ class PrototypeStore:
     removal), far too slow for a gallery whose prototypes change with every sighting. Instead the
     store keeps the vectors in slots: a slot's code bytes are overwritten in place, a released slot
     is zeroed (inner product 0 with anything) and reused, and ``slot -> prototype`` is mapped by the
-    caller. The index only grows (in blocks) up to ``max_slots``.
+    caller. Growing builds a new index of exactly the new capacity and copies the codes over (so
+    the memory held is exactly ``capacity x code_size``, not a std::vector's doubled reserve);
+    :meth:`compact` gives the free slots' memory back.
 
     Args:
         dim: embedding size D.
         storage_dtype: ``float32`` (``IndexFlatIP``) or ``float16`` (``IndexScalarQuantizer`` QT_fp16).
-        max_slots: the most vectors this store may hold.
     """
 
-    def __init__(self, dim: int, storage_dtype: str, max_slots: int) -> None:
+    def __init__(self, dim: int, storage_dtype: str) -> None:
         import faiss  # heavy optional dependency: only where a gallery is built
 
         if dim < 1:
             raise ValueError(f"embedding dim must be >= 1, got {dim}")
-        if storage_dtype == "float32":
-            self.index = faiss.IndexFlatIP(dim)
-        elif storage_dtype == "float16":
-            self.index = faiss.IndexScalarQuantizer(
-                dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
-            )
-        else:
+        if storage_dtype not in STORAGE_DTYPES:
             raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
         self._faiss = faiss
         self.dim = dim
         self.storage_dtype = storage_dtype
-        self.max_slots = max(0, int(max_slots))
+        self.index = self._new_index()
         self.code_size = int(self.index.code_size)
         self.occupied = np.zeros(0, dtype=bool)
         self._free: list[int] = []  # min-heap: the lowest free slot is reused first (deterministic)
         self._codes = np.zeros(0, dtype=np.uint8)
+
+    def _new_index(self):
+        faiss = self._faiss
+        if self.storage_dtype == "float32":
+            return faiss.IndexFlatIP(self.dim)
+        return faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
 
     @property
     def capacity(self) -> int:
@@ -129,15 +130,13 @@ class PrototypeStore:
         """Bytes of vector storage held by the index (occupied and free slots)."""
         return self.capacity * self.code_size
 
-    def has_room(self) -> bool:
-        return bool(self._free) or self.capacity < self.max_slots
-
-    def allocate(self) -> int | None:
-        """A free slot number, growing the index if needed; ``None`` when ``max_slots`` are in use."""
+    def allocate(self, max_capacity: int) -> int | None:
+        """A free slot, growing the index (to at most ``max_capacity`` slots) if there is none;
+        ``None`` when the store is full and may not grow."""
         if not self._free:
-            if self.capacity >= self.max_slots:
+            if self.capacity >= max_capacity:
                 return None
-            self._grow(min(self.max_slots - self.capacity, max(64, self.capacity // 2)))
+            self._rebuild(min(max_capacity, max(64, self.capacity * 3 // 2)), np.arange(self.capacity))
         slot = heapq.heappop(self._free)
         self.occupied[slot] = True
         return slot
@@ -164,6 +163,12 @@ class PrototypeStore:
         self.occupied[slot] = False
         heapq.heappush(self._free, slot)
 
+    def compact(self) -> dict[int, int]:
+        """Drop the free slots (the memory goes back); returns ``{old slot: new slot}``."""
+        keep = np.flatnonzero(self.occupied)
+        self._rebuild(len(keep), keep)
+        return {int(old): new for new, old in enumerate(keep.tolist())}
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` inner products.
 
@@ -184,14 +189,23 @@ class PrototypeStore:
         valid[valid] = self.occupied[slots[valid]]
         return cosines, np.where(valid, slots, -1)
 
-    def _grow(self, extra: int) -> None:
-        start = self.capacity
-        self.index.add(np.zeros((extra, self.dim), dtype=np.float32))
-        # Growing reallocates faiss' code buffer: take a fresh zero-copy view of it.
-        self._codes = self._faiss.rev_swig_ptr(self.index.codes.data(), self.capacity * self.code_size)
-        self.occupied = np.concatenate([self.occupied, np.zeros(extra, dtype=bool)])
-        for slot in range(start, start + extra):
-            heapq.heappush(self._free, slot)
+    def _rebuild(self, capacity: int, keep: np.ndarray) -> None:
+        """A new index of exactly ``capacity`` slots holding the codes of ``keep`` in slots 0.. ."""
+        old_codes = self._codes.reshape(-1, self.code_size)
+        old_occupied = self.occupied
+        index = self._new_index()
+        if capacity:
+            index.add(np.zeros((capacity, self.dim), dtype=np.float32))  # one resize from empty: exact size
+            codes = self._faiss.rev_swig_ptr(index.codes.data(), capacity * self.code_size)
+            codes.reshape(-1, self.code_size)[: len(keep)] = old_codes[keep]
+        else:
+            codes = np.zeros(0, dtype=np.uint8)
+        self.index = index  # the old index (and its memory) goes away here
+        self._codes = codes
+        self.occupied = np.zeros(capacity, dtype=bool)
+        self.occupied[: len(keep)] = old_occupied[keep]
+        self._free = [slot for slot in range(capacity) if not self.occupied[slot]]
+        heapq.heapify(self._free)
 
 
 @dataclass
@@ -270,11 +284,10 @@ class Gallery:
         self.config = config
         self.engine_id = config.engine_id
         bytes_per_vector = self.dim * (4 if config.storage_dtype == "float32" else 2)
-        # Both modalities share one byte budget: each store may take it all, the total is checked.
+        # Both modalities share one byte budget: the capacities of the two stores add up to at most
+        # max_slots (a store that needs room takes back the other's free slots by compacting it).
         self.max_slots = int(config.max_memory_mb * 2**20) // bytes_per_vector
-        self.stores = {
-            modality: PrototypeStore(self.dim, config.storage_dtype, self.max_slots) for modality in Modality
-        }
+        self.stores = {modality: PrototypeStore(self.dim, config.storage_dtype) for modality in Modality}
         self.identities: dict[int, Identity] = {}
         self.next_global_id = 0
         self._slot_owner: dict[Modality, dict[int, tuple[int, Prototype]]] = {m: {} for m in Modality}
@@ -401,9 +414,7 @@ class Gallery:
         weight: float,
         ts: float,
     ) -> Prototype | None:
-        if not self.has_slot():
-            return None
-        slot = self.stores[modality].allocate()
+        slot = self._allocate(modality)
         if slot is None:
             return None
         prototype = Prototype(slot, modality, camera_id, track_key, float(weight), ts)
@@ -450,6 +461,23 @@ class Gallery:
         keep.updated_ts = max(keep.updated_ts, drop.updated_ts)
         identity.prototypes.remove(drop)
         self._free_prototype(drop)
+
+    def _allocate(self, modality: Modality) -> int | None:
+        """A slot in the store of ``modality`` within the shared byte budget (None: full)."""
+        if not self.has_slot():
+            return None
+        store, other = self.stores[modality], self.stores[modality.other]
+        slot = store.allocate(self.max_slots - other.capacity)
+        if slot is None and other.capacity > other.num_occupied:
+            # The other store holds free slots: give their memory back, then grow this one.
+            mapping = other.compact()
+            owners = self._slot_owner[modality.other]
+            self._slot_owner[modality.other] = {}
+            for old, (gid, prototype) in owners.items():
+                prototype.slot = mapping[old]
+                self._slot_owner[modality.other][prototype.slot] = (gid, prototype)
+            slot = store.allocate(self.max_slots - other.capacity)
+        return slot
 
     def _free_prototype(self, prototype: Prototype) -> None:
         self.stores[prototype.modality].release(prototype.slot)
