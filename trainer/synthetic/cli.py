@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from trainer.synthetic.datasets import write_regdb, write_sysu, write_sysu_replica
+from trainer.synthetic.datasets import read_test_ids, write_regdb, write_sysu, write_sysu_replica
 
 __all__ = ["build_parser", "main"]
 
@@ -71,17 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _test_ids(path: str) -> list[int]:
-    if path.endswith(".mat"):
-        import numpy as np
-        import scipy.io
-
-        return [int(v) for v in np.asarray(scipy.io.loadmat(path)["id"]).reshape(-1)]
-    from trainer.data.sysu_mm01 import read_id_file
-
-    return read_id_file(path)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
@@ -89,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.replica_from is not None:
             if args.layout != "sysu":
                 raise ValueError("--replica-from only applies to --layout sysu")
-            ids = _test_ids(args.test_ids_from) if args.test_ids_from else None
+            ids = read_test_ids(args.test_ids_from) if args.test_ids_from else None
             summary = write_sysu_replica(
                 args.out, args.replica_from, test_ids=ids, overwrite=args.overwrite, progress=not args.quiet
             )

@@ -38,6 +38,9 @@ __all__ = [
     "SYSU_CAMERA_PRESENCE",
     "SynthSummary",
     "appearance_rng",
+    "read_rand_perm_counts",
+    "read_test_ids",
+    "save_rand_perm",
     "write_regdb",
     "write_sysu",
     "write_sysu_replica",
@@ -361,13 +364,49 @@ def write_regdb(
 # ------------------------------------------------------------------------------------ SYSU replica
 
 
-def _read_mat_ids(path: Path) -> list[int]:
+def read_test_ids(path: str | os.PathLike[str]) -> list[int]:
+    """Test ids from the official ``test_id.mat`` (variable ``id``) or a comma-separated text file."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"test id file {file} does not exist")
+    if file.suffix.lower() == ".mat":
+        import scipy.io
+
+        content = scipy.io.loadmat(file)
+        if "id" not in content:
+            raise ValueError(f"{file} has no variable 'id' (expected the official test_id.mat)")
+        return [int(v) for v in np.asarray(content["id"]).reshape(-1)]
+    text = file.read_text(encoding="utf-8").replace("\n", ",")
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as exc:
+        raise ValueError(f"{file} must hold comma-separated integer ids: {exc}") from None
+
+
+def read_rand_perm_counts(path: str | os.PathLike[str]) -> dict[tuple[int, int], int]:
+    """(camid, pid) -> number of images, from an official-format ``rand_perm_cam.mat``.
+
+    (The dataset reader parses the same file in ``trainer.data.sysu_mm01``; this package stays free
+    of training code, so it reads the counts itself.)
+    """
     import scipy.io
 
-    content = scipy.io.loadmat(path)
-    if "id" not in content:
-        raise ValueError(f"{path} has no variable 'id' (expected the official test_id.mat)")
-    return [int(v) for v in np.asarray(content["id"]).reshape(-1)]
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"rand_perm_cam file {file} does not exist")
+    content = scipy.io.loadmat(file)
+    if "rand_perm_cam" not in content:
+        raise ValueError(f"{file} has no variable 'rand_perm_cam'")
+    cells = np.asarray(content["rand_perm_cam"], dtype=object).reshape(-1)
+    if cells.size != 6:
+        raise ValueError(f"{file}: rand_perm_cam must be a 6x1 cell, got {cells.size} cells")
+    counts: dict[tuple[int, int], int] = {}
+    for cam, cell in enumerate(cells, start=1):
+        for index, entry in enumerate(np.asarray(cell, dtype=object).reshape(-1)):
+            matrix = np.asarray(entry)
+            if matrix.size:
+                counts[(cam, index + 1)] = int(matrix.shape[-1])
+    return counts
 
 
 def write_sysu_replica(
@@ -385,23 +424,20 @@ def write_sysu_replica(
     ``test_ids`` or else from ``test_id.mat`` next to ``rand_perm_path`` (the official
     ``evaluation/data_split/`` folder holds both). About 10,600 files for the real split.
     """
-    from trainer.data.sysu_mm01 import load_rand_perm
-
     perm_path = Path(rand_perm_path)
-    perm = load_rand_perm(perm_path)
+    counts = read_rand_perm_counts(perm_path)
     if test_ids is None:
         id_file = perm_path.with_name("test_id.mat")
         if not id_file.is_file():
             raise FileNotFoundError(
                 f"no test ids given and {id_file} does not exist (pass test_ids / --test-ids-from)"
             )
-        test_ids = _read_mat_ids(id_file)
+        test_ids = read_test_ids(id_file)
     root = _prepare(out, overwrite)
     ok, encoded = cv2.imencode(".jpg", np.full((8, 4), 128, np.uint8))
     if not ok:
         raise OSError("could not encode the replica's blank image")
     blank = encoded.tobytes()
-    counts = perm.counts()
     for cam in range(1, 7):
         (root / f"cam{cam}").mkdir(exist_ok=True)
     total = 0
