@@ -52,12 +52,14 @@ class ServiceConfig:
         mode: ``replay``: a PULL socket; senders (PUSH) wait when the linker is behind, nothing is
             dropped. ``live``: a SUB socket; when the linker is behind, messages beyond the
             high-water marks are dropped (counted from the sequence gaps).
-        input_endpoints: ZeroMQ endpoints of the input socket.
-        bind_inputs: bind the input endpoints (nodes connect to the linker; any number of them)
-            or connect to them (the linker reaches out to nodes that bind).
+        input_endpoints: the nodes' ZeroMQ endpoints, one :class:`edge.transport.Subscriber` each.
+        bind_inputs: ``false`` (default, as edge nodes bind): connect to each node's endpoint.
+            ``true``: bind these endpoints and let any number of nodes connect (``transport.bind:
+            false`` on the nodes).
         publish_endpoint: the PUB endpoint (bound) of identity updates and linker heartbeats.
         updates_jsonl: the JSON-lines update log; ``""``: ``<state_dir>/identity_updates.jsonl``.
-        receive_hwm: messages the input socket queues (ZMQ_RCVHWM).
+        receive_hwm: messages each input socket queues (ZMQ_RCVHWM); small in replay, so that
+            little is in flight inside a linker that dies.
         publish_hwm: messages queued per subscriber of the PUB socket before they are dropped.
         poll_ms: the loop's poll timeout (how quickly a stop request is noticed).
         expected_producers: stop after this many producers sent their final end-of-stream
@@ -68,9 +70,9 @@ class ServiceConfig:
 
     linker_id: str = "linker"
     mode: str = "replay"
-    input_endpoints: list[str] = field(default_factory=lambda: ["tcp://*:5570"])
-    bind_inputs: bool = True
-    publish_endpoint: str = "tcp://*:5571"
+    input_endpoints: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5555"])
+    bind_inputs: bool = False
+    publish_endpoint: str = "tcp://*:5560"
     updates_jsonl: str = ""
     receive_hwm: int = 100
     publish_hwm: int = 10_000

@@ -2,8 +2,8 @@
 
 One thread, one loop (:meth:`LinkerService.run`)::
 
-    input socket (PULL in replay, SUB live) -> MessageReceiver (malformed: counted, dropped;
-    seq gaps: counted) -> IdentityLinker.observe / end_camera -> events
+    edge.transport.Subscriber per node endpoint (PULL in replay, SUB live) -> MessageReceiver
+    (malformed: counted, dropped; seq gaps: counted) -> IdentityLinker.observe / end_camera -> events
     -> Journal.append (durable first) -> IdentityPublisher: PUB [camera topic, IdentityUpdate]
     + update log (JSON lines) -> snapshot every snapshot_interval_s / snapshot_every_events
 
@@ -28,6 +28,7 @@ import os
 import resource
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,7 @@ from edge.linking.config import LinkerConfig
 from edge.linking.events import Event, IdentityDecision
 from edge.linking.persistence import Journal, Recovered, recover, save_snapshot
 from edge.linking.publishing import UpdateLog, build_update, encode_publication
-from edge.messages import EndOfStream, Heartbeat, IdentityUpdate, MessageReceiver, SightingBatch
+from edge.messages import Decoded, EndOfStream, Heartbeat, IdentityUpdate, MessageReceiver, SightingBatch
 from trainer.common.files import atomic_write_text
 
 LOG = logging.getLogger("edge.linking")
@@ -76,6 +77,7 @@ class LinkerService:
         self._update_seq: dict[str, int] = {}
         self._restarts_seen: dict[tuple[str, str], int] = {}
         self._heartbeat_seq = 0
+        self._turn = 0
         self._started = time.monotonic()
         self._rates = _Rates()
         self.ready = threading.Event()  # set once the sockets are bound and recovery is done
@@ -114,41 +116,38 @@ class LinkerService:
             ", torn journal tail dropped" if self.recovered.torn_tail else "",
         )
         context = zmq.Context()
-        self.input = self._open_input(context)
-        self.output = self._open_output(context)
+        self.inputs: list[Any] = []
+        self.output = None
         try:
+            self.inputs = self._open_inputs(context)
+            self.output = self._open_output(context)
             self._catch_up_publications()
             self.ready.set()
-            self._loop(zmq)
+            self._loop()
             self._snapshot()
         finally:
             self.journal.close()
             self.updates.close()
-            self.input.close(linger=0)
-            self.output.close(linger=500)
+            for subscriber in self.inputs:
+                subscriber.close()
+            if self.output is not None:
+                self.output.close(linger=500)
             context.term()
         stats = self.stats()
         self._write_stats(stats)
         LOG.info("linker %s stopped: %s", cfg.service.linker_id, stats["linker"])
         return stats
 
-    def _loop(self, zmq: Any) -> None:
+    def _loop(self) -> None:
         cfg = self.config
-        poller = zmq.Poller()
-        poller.register(self.input, zmq.POLLIN)
         last_snapshot = time.monotonic()
         last_stats = time.monotonic()
         events_since_snapshot = 0
         while not self.stop_event.is_set() and not self.finished_replay:
-            if poller.poll(cfg.service.poll_ms):
-                for _ in range(_DRAIN_PER_POLL):
-                    try:
-                        frames = self.input.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    events_since_snapshot += self._handle(frames)
-                    if self.finished_replay:
-                        break
+            for decoded in self._receive():
+                events_since_snapshot += self._handle(decoded)
+                if self.finished_replay:
+                    break
             now = time.monotonic()
             interval = cfg.persistence.snapshot_interval_s
             every = cfg.persistence.snapshot_every_events
@@ -162,15 +161,31 @@ class LinkerService:
                 self._heartbeat()
                 last_stats = now
 
+    def _receive(self) -> Iterator[Decoded]:
+        """Drain every input (decoded, malformed ones counted and skipped); if all were empty, wait
+        up to ``poll_ms`` on one of them (taking turns) for the next message."""
+        got = False
+        for subscriber in self.inputs:
+            for _ in range(_DRAIN_PER_POLL):
+                decoded = subscriber.receive(timeout_ms=0)
+                if decoded is None:
+                    break
+                got = True
+                yield decoded
+        if not got:
+            self._turn = (self._turn + 1) % len(self.inputs)
+            wait_ms = (
+                self.config.service.poll_ms if len(self.inputs) == 1 else min(self.config.service.poll_ms, 5)
+            )
+            decoded = self.inputs[self._turn].receive(timeout_ms=wait_ms)
+            if decoded is not None:
+                yield decoded
+
     # --------------------------------------------------------------------------------- messages
 
-    def _handle(self, frames: list[Any]) -> int:
-        """Decode and process one message; return the number of events it caused."""
+    def _handle(self, decoded: Decoded) -> int:
+        """Process one decoded message; return the number of events it caused."""
         started = time.perf_counter()
-        decoded = self.receiver.decode(frames)
-        if decoded is None:
-            LOG.debug("dropped a malformed message: %s", self.receiver.last_error)
-            return 0
         message = decoded.message
         events: list[Event] = []
         if isinstance(message, SightingBatch):
@@ -271,23 +286,32 @@ class LinkerService:
 
     # ------------------------------------------------------------------------------- sockets
 
-    def _open_input(self, context: Any) -> Any:
-        import zmq
+    def _open_inputs(self, context: Any) -> list[Any]:
+        """One :class:`edge.transport.Subscriber` per input endpoint, sharing one receiver (so the
+        malformed / gap counts cover all nodes): PULL in replay, SUB live."""
+        from edge.transport import Subscriber, TransportSettings
 
         svc = self.config.service
-        socket = context.socket(zmq.PULL if svc.mode == "replay" else zmq.SUB)
-        socket.setsockopt(zmq.RCVHWM, svc.receive_hwm)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.HEARTBEAT_IVL, svc.zmq_heartbeat_ivl_ms)
-        socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, svc.zmq_heartbeat_timeout_ms)
-        if svc.mode == "live":
-            socket.setsockopt(zmq.SUBSCRIBE, b"")
+        subscribers = []
         for endpoint in svc.input_endpoints:
-            if svc.bind_inputs:
-                socket.bind(endpoint)
-            else:
-                socket.connect(endpoint)
-        return socket
+            settings = TransportSettings(
+                mode=svc.mode,
+                endpoint=endpoint,
+                bind=not svc.bind_inputs,  # the sender's side of the pair
+                receive_hwm=svc.receive_hwm,
+                heartbeat_ivl_ms=svc.zmq_heartbeat_ivl_ms,
+                heartbeat_timeout_ms=svc.zmq_heartbeat_timeout_ms,
+                heartbeat_ttl_ms=2 * svc.zmq_heartbeat_timeout_ms,
+            )
+            try:
+                subscribers.append(
+                    Subscriber(settings, context, bind=svc.bind_inputs, receiver=self.receiver)
+                )
+            except Exception:
+                for subscriber in subscribers:
+                    subscriber.close()
+                raise
+        return subscribers
 
     def _open_output(self, context: Any) -> Any:
         import zmq
