@@ -1,0 +1,211 @@
+"""Snapshot + journal: recovery after a crash at any point keeps every published identity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from linker_scenes import Appearance, People, scene_messages
+
+from edge.linking.assignment import MatchingRules
+from edge.linking.events import IdentityDecision, event_from_json, event_to_json
+from edge.linking.gallery import GalleryConfig
+from edge.linking.linker import IdentityLinker
+from edge.linking.persistence import (
+    Journal,
+    JournalError,
+    journal_segments,
+    read_journal,
+    recover,
+    save_snapshot,
+)
+from edge.linking.publishing import UpdateLog, build_update, read_updates
+from edge.messages import SightingBatch
+from trainer.common.modality import Modality
+
+VIS, IR = Modality.VISIBLE, Modality.INFRARED
+RULES = MatchingRules()
+GALLERY = GalleryConfig(storage_dtype="float16")
+
+
+def scene():
+    people = People(10, seed=5)
+    appearances = []
+    for p in range(10):
+        appearances.append(Appearance(p, "rgb", VIS, 100 + p, 0.5 * p, 1.5))
+        appearances.append(Appearance(p, "ir", IR, 200 + p, 0.5 * p + 1.8, 1.5))
+    return scene_messages(people, appearances)
+
+
+def step(linker, item):
+    message, rows = item
+    if isinstance(message, SightingBatch):
+        return linker.observe(message, rows)
+    return linker.end_camera(message.producer_id, message.camera_id)
+
+
+def assignments(events) -> dict[tuple, int]:
+    """Final (camera, track) -> global id of the decisions in ``events``."""
+    return {(e.camera_id, e.track_id): e.global_id for e in events if isinstance(e, IdentityDecision)}
+
+
+def run(state_dir, items, linker=None, journal=None, snapshot_at=()):
+    linker = linker or IdentityLinker(RULES, GALLERY)
+    journal = journal or Journal(state_dir, linker.last_seq + 1, fsync=False)
+    published = []
+    for index, item in enumerate(items):
+        events = step(linker, item)
+        journal.append(events)
+        published += events
+        if index in snapshot_at:
+            save_snapshot(state_dir, linker)
+            journal.rotate(linker.last_seq)
+    return linker, journal, published
+
+
+def same_gallery(a: IdentityLinker, b: IdentityLinker) -> None:
+    """``b`` (recovered) has ``a``'s identities, numbering, events and track assignments.
+
+    Not journaled, by design: tracks still waiting for their first decision (``b`` has not heard
+    of them; they are decided when their next sightings come) and track endings by idleness
+    (``b`` ends them again when their camera's clock moves on).
+    """
+    assert sorted(a.gallery.identities) == sorted(b.gallery.identities)
+    assert a.gallery.next_global_id == b.gallery.next_global_id
+    assert a.last_seq == b.last_seq
+    assigned_a = {k: s.global_id for k, s in a.tracks.items() if s.global_id is not None}
+    assigned_b = {k: s.global_id for k, s in b.tracks.items() if s.global_id is not None}
+    assert assigned_b.items() >= assigned_a.items()
+    for gid, identity in a.gallery.identities.items():
+        assert identity.live_tracks <= b.gallery.identities[gid].live_tracks
+
+
+def test_event_json_round_trip():
+    items = scene()
+    linker, _, events = run_in_memory(items[:80])
+    for event in events:
+        back = event_from_json(json.loads(json.dumps(event_to_json(event))))
+        assert type(back) is type(event) and back.seq == event.seq
+        if isinstance(event, IdentityDecision):
+            np.testing.assert_allclose(back.embedding, event.embedding, atol=1e-3)
+            assert back.global_id == event.global_id and back.modality is event.modality
+
+
+def run_in_memory(items):
+    linker = IdentityLinker(RULES, GALLERY)
+    events = []
+    for item in items:
+        events += step(linker, item)
+    return linker, None, events
+
+
+def test_recovery_from_journal_alone(tmp_path):
+    items = scene()
+    linker, journal, events = run(tmp_path, items[:150])
+    journal.close()
+    recovered = recover(tmp_path, RULES, GALLERY)
+    assert recovered.snapshot_seq == 0 and len(recovered.replayed) == len(events)
+    same_gallery(linker, recovered.linker)
+
+
+def test_recovery_from_snapshot_plus_journal_continues_like_the_original(tmp_path):
+    items = scene()
+    original, journal, _ = run(tmp_path, items[:120], snapshot_at={60})
+    journal.close()
+    recovered = recover(tmp_path, RULES, GALLERY)
+    assert 0 < recovered.snapshot_seq < original.last_seq  # a crash between journal and snapshot
+    same_gallery(original, recovered.linker)
+    # Both continue with the rest of the replay: the same identities come out.
+    rest_original = [e for item in items[120:] for e in step(original, item)]
+    rest_recovered = [e for item in items[120:] for e in step(recovered.linker, item)]
+    assert assignments(rest_original) == assignments(rest_recovered)
+    same_gallery(original, recovered.linker)
+
+
+def test_crash_during_snapshot_keeps_the_previous_snapshot_and_journal(tmp_path):
+    items = scene()
+    original, journal, _ = run(tmp_path, items[:120], snapshot_at={50})
+    journal.close()
+    # A snapshot write that died before its rename leaves only a temporary file behind.
+    (tmp_path / ".snapshot.npz.abc123.tmp").write_bytes(b"PK\x03\x04 half a zip")
+    recovered = recover(tmp_path, RULES, GALLERY)
+    same_gallery(original, recovered.linker)
+
+
+def test_crash_between_snapshot_and_journal_rotation(tmp_path):
+    items = scene()
+    original, journal, _ = run(tmp_path, items[:120])
+    save_snapshot(tmp_path, original)  # ... and the process dies before journal.rotate()
+    journal.close()
+    recovered = recover(tmp_path, RULES, GALLERY)
+    assert recovered.replayed == [] and recovered.snapshot_seq == original.last_seq
+    same_gallery(original, recovered.linker)
+
+
+def test_torn_last_journal_line_is_dropped_and_cut_off(tmp_path):
+    items = scene()
+    original, journal, events = run(tmp_path, items[:120])
+    journal.close()
+    path = journal_segments(tmp_path)[-1]
+    intact = path.read_bytes()
+    last = json.dumps(event_to_json(events[-1])).encode()
+    with open(path, "ab") as handle:
+        handle.write(last[: len(last) // 2])  # the process died in the middle of a write
+    recovered = recover(tmp_path, RULES, GALLERY)
+    assert recovered.torn_tail
+    same_gallery(original, recovered.linker)
+    assert path.read_bytes() == intact  # repaired: the next append starts on a fresh line
+    journal = Journal(tmp_path, recovered.linker.last_seq + 1, fsync=False)
+    more = [e for item in items[120:200] for e in step(recovered.linker, item)]
+    journal.append(more)
+    journal.close()
+    again = recover(tmp_path, RULES, GALLERY)
+    assert not again.torn_tail
+    same_gallery(recovered.linker, again.linker)
+
+
+def test_damage_a_crash_cannot_explain_is_an_error(tmp_path):
+    items = scene()
+    _, journal, _ = run(tmp_path, items[:120])
+    journal.close()
+    path = journal_segments(tmp_path)[-1]
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert len(lines) > 3
+    broken = lines[:1] + [b'{"kind": "decision", "seq": \n'] + lines[2:]
+    path.write_bytes(b"".join(broken))
+    with pytest.raises(JournalError, match=r":2: unreadable journal entry"):
+        recover(tmp_path, RULES, GALLERY)
+    path.write_bytes(b"".join(lines[:1] + lines[2:]))  # a missing event
+    with pytest.raises(JournalError, match="events are missing"):
+        recover(tmp_path, RULES, GALLERY)
+
+
+def test_rotation_drops_the_segments_a_snapshot_covers(tmp_path):
+    items = scene()
+    linker, journal, _ = run(tmp_path, items[:150], snapshot_at={40, 100})
+    journal.close()
+    segments = journal_segments(tmp_path)
+    assert len(segments) == 1
+    events, _ = read_journal(tmp_path)
+    assert all(e.seq > recover(tmp_path, RULES, GALLERY).snapshot_seq for e in events)
+
+
+def test_update_log_keeps_complete_lines_and_knows_the_last_journal_seq(tmp_path):
+    items = scene()
+    _, _, events = run_in_memory(items[:150])
+    decisions = [e for e in events if isinstance(e, IdentityDecision)]
+    assert len(decisions) >= 4
+    log = UpdateLog(tmp_path / "updates.jsonl")
+    log.write([(build_update(d, "linker", k), d.seq) for k, d in enumerate(decisions[:3])])
+    log.close()
+    with open(tmp_path / "updates.jsonl", "ab") as handle:
+        handle.write(b'{"kind":"identity","global_id":')  # torn
+    log = UpdateLog(tmp_path / "updates.jsonl")
+    assert log.last_journal_seq == decisions[2].seq
+    log.write([(build_update(decisions[3], "linker", 3), decisions[3].seq)])
+    log.close()
+    lines = read_updates(tmp_path / "updates.jsonl")
+    assert [line["journal_seq"] for line in lines] == [d.seq for d in decisions[:4]]
+    assert [line["global_id"] for line in lines] == [d.global_id for d in decisions[:4]]
+    assert lines[0]["kind"] == "identity" and lines[0]["producer_id"] == "linker"
