@@ -105,6 +105,13 @@ class LinkerService:
         self.recovered = recover(state_dir, cfg.matching, cfg.gallery)
         self.linker = self.recovered.linker
         self._restore_extra(self.recovered.extra)
+        for event in self.recovered.replayed:
+            # Decisions after the snapshot tell how far the durable state had read each stream; the
+            # batches after that (in flight, or read without a decision) show up as missed.
+            if isinstance(event, IdentityDecision):
+                key = (event.producer_id, event.camera_id)
+                last = self.receiver.sequences.last
+                last[key] = max(last.get(key, -1), event.source_seq)
         self.journal = Journal(state_dir, self.linker.last_seq + 1, fsync=cfg.persistence.journal_fsync)
         self.updates = UpdateLog(cfg.updates_path, fsync=cfg.persistence.updates_fsync)
         LOG.info(
