@@ -363,31 +363,11 @@ class EdgeNode:
 
     def _finish(self, reason: str, detail: str) -> None:
         try:
-            for camera in self.cameras:
-                if camera.end is None:
-                    camera.source.close()
-                    self._end_camera(
-                        camera,
-                        StreamEnd(camera.camera_id, "stopped" if reason != "error" else "error", detail),
-                    )
-            self._heartbeat()
-            now = self.clock()
-            self._send(
-                EndOfStream(
-                    producer_id=self.producer_id,
-                    camera_id="",
-                    seq=self._node_seq,
-                    capture_ts=now,
-                    send_ts=now,
-                    engine_id=self.engine_id,
-                    reason=reason,  # type: ignore[arg-type]
-                    frames_read=sum(c.frames for c in self.cameras),
-                    frames_dropped=sum(self.report.frames_dropped.values()),
-                    messages_sent=self._node_seq,
-                    detail=detail,
-                )
-            )
-            self._node_seq += 1
+            self._send_endings(reason, detail)
+        except Exception as exc:  # e.g. a replay send timing out: still close everything below
+            log.error("node %s could not send its end-of-stream messages: %s", self.producer_id, exc)
+            if reason != "error":  # an error already propagating stays the one reported
+                raise
         finally:
             self.report.reason = reason
             self.report.messages_dropped = max(
@@ -398,6 +378,32 @@ class EdgeNode:
             for sink in (self.video_writer, self.sightings_log):
                 if sink is not None:
                     sink.close()
+
+    def _send_endings(self, reason: str, detail: str) -> None:
+        """End-of-stream for every camera still open, a last heartbeat, the node's end-of-stream."""
+        for camera in self.cameras:
+            if camera.end is None:
+                camera.source.close()
+                end = StreamEnd(camera.camera_id, "stopped" if reason != "error" else "error", detail)
+                self._end_camera(camera, end)
+        self._heartbeat()
+        now = self.clock()
+        self._send(
+            EndOfStream(
+                producer_id=self.producer_id,
+                camera_id="",
+                seq=self._node_seq,
+                capture_ts=now,
+                send_ts=now,
+                engine_id=self.engine_id,
+                reason=reason,  # type: ignore[arg-type]
+                frames_read=sum(c.frames for c in self.cameras),
+                frames_dropped=sum(self.report.frames_dropped.values()),
+                messages_sent=self._node_seq,
+                detail=detail,
+            )
+        )
+        self._node_seq += 1
 
 
 # ---------------------------------------------------------------------------------------- building
