@@ -66,6 +66,9 @@ class ServiceConfig:
             (replays); 0: run until stopped.
         stats_interval_s: wall-clock seconds between stats files / linker heartbeats.
         zmq_heartbeat_ivl_ms, zmq_heartbeat_timeout_ms: ZMTP heartbeats (dead peers are noticed).
+        faiss_threads: OpenMP threads faiss may use (0: faiss' default, all cores). 1 by default:
+            a batch is a handful of queries, which faiss spreads over queries, not over the gallery,
+            and spinning OpenMP threads on a CPU shared with an edge node cost more than they give.
     """
 
     linker_id: str = "linker"
@@ -81,8 +84,11 @@ class ServiceConfig:
     stats_interval_s: float = 2.0
     zmq_heartbeat_ivl_ms: int = 1000
     zmq_heartbeat_timeout_ms: int = 5000
+    faiss_threads: int = 1
 
     def __post_init__(self) -> None:
+        if self.faiss_threads < 0:
+            raise ValueError(f"service.faiss_threads must be >= 0, got {self.faiss_threads}")
         if self.mode not in MODES:
             raise ValueError(f"service.mode must be one of {MODES}, got {self.mode!r}")
         if not self.linker_id:

@@ -291,6 +291,9 @@ class Gallery:
         self.identities: dict[int, Identity] = {}
         self.next_global_id = 0
         self._slot_owner: dict[Modality, dict[int, tuple[int, Prototype]]] = {m: {} for m in Modality}
+        # slot -> global id (-1: free) per store, for vectorised grouping of search results
+        self._slot_gid: dict[Modality, np.ndarray] = {m: np.full(0, -1, np.int64) for m in Modality}
+        self._track_prototype: dict[TrackKey, Prototype] = {}
         self._recency: list[tuple[float, int]] = []  # lazy min-heap of (last_seen_ts, global_id)
 
     # ------------------------------------------------------------------------------ engine check
@@ -420,6 +423,9 @@ class Gallery:
         prototype = Prototype(slot, modality, camera_id, track_key, float(weight), ts)
         identity.prototypes.append(prototype)
         self._slot_owner[modality][slot] = (identity.global_id, prototype)
+        self._set_slot_gid(modality, slot, identity.global_id)
+        if track_key is not None:
+            self._track_prototype[track_key] = prototype
         return prototype
 
     def remove_track_prototype(self, global_id: int, track_key: TrackKey) -> None:
@@ -457,6 +463,8 @@ class Gallery:
         if norm > 0:
             store.write(keep.slot, merged / norm)
         keep.weight += drop.weight
+        if keep.track_key is not None and self._track_prototype.get(keep.track_key) is keep:
+            del self._track_prototype[keep.track_key]
         keep.track_key = None
         keep.updated_ts = max(keep.updated_ts, drop.updated_ts)
         identity.prototypes.remove(drop)
@@ -473,15 +481,28 @@ class Gallery:
             mapping = other.compact()
             owners = self._slot_owner[modality.other]
             self._slot_owner[modality.other] = {}
+            self._slot_gid[modality.other] = np.full(other.capacity, -1, np.int64)
             for old, (gid, prototype) in owners.items():
                 prototype.slot = mapping[old]
                 self._slot_owner[modality.other][prototype.slot] = (gid, prototype)
+                self._slot_gid[modality.other][prototype.slot] = gid
             slot = store.allocate(self.max_slots - other.capacity)
         return slot
 
     def _free_prototype(self, prototype: Prototype) -> None:
         self.stores[prototype.modality].release(prototype.slot)
         del self._slot_owner[prototype.modality][prototype.slot]
+        self._slot_gid[prototype.modality][prototype.slot] = -1
+        if prototype.track_key is not None and self._track_prototype.get(prototype.track_key) is prototype:
+            del self._track_prototype[prototype.track_key]
+
+    def _set_slot_gid(self, modality: Modality, slot: int, gid: int) -> None:
+        table = self._slot_gid[modality]
+        capacity = self.stores[modality].capacity
+        if len(table) < capacity:  # the store grew
+            table = np.concatenate([table, np.full(capacity - len(table), -1, np.int64)])
+            self._slot_gid[modality] = table
+        table[slot] = gid
 
     # ------------------------------------------------------------------------------------ search
 
@@ -499,29 +520,40 @@ class Gallery:
             queries: (Q, D) float32 unit rows, all of ``modality``.
             exclude_tracks: per query, a track whose own prototype must not count (or None).
             top_k: identities wanted per query (before the caller's exclusions).
-            extra: more results to fetch per store (to survive the caller's exclusions).
+            extra: more identities to return per store (to survive the caller's exclusions).
 
         Returns:
-            Per query, ``{global_id: IdentityMatch}`` for the identities among the nearest
-            ``top_k * prototypes_per_modality + extra`` prototypes of each store.
+            Per query, ``{global_id: IdentityMatch}`` for the best ``top_k + extra`` identities of
+            each store among its nearest ``top_k * prototypes_per_modality + extra + 1`` prototypes.
         """
         k = top_k * self.config.prototypes_per_modality + extra + 1
+        wanted = top_k + extra
         results: list[dict[int, IdentityMatch]] = [{} for _ in range(len(queries))]
+        own = [self._track_prototype.get(key) if key is not None else None for key in exclude_tracks]
         for store_modality, store in self.stores.items():
             if store.num_occupied == 0:
                 continue
             cosines, slots = store.search(queries, k)
+            slot_gid = self._slot_gid[store_modality]
             owners = self._slot_owner[store_modality]
             same = store_modality is modality
             for q in range(len(queries)):
+                row = slots[q]
+                valid = row >= 0
+                if own[q] is not None and own[q].modality is store_modality:
+                    valid &= row != own[q].slot
+                row = row[valid]
+                gids = slot_gid[row]
+                # Results come best first, so a global id's first occurrence is its best prototype;
+                # keep the best `wanted` identities of this store.
+                _, first = np.unique(gids, return_index=True)
+                best = np.sort(first)[:wanted]
+                row_cosines = cosines[q][valid]
                 found = results[q]
-                for cosine, slot in zip(cosines[q].tolist(), slots[q].tolist()):
-                    if slot < 0:
-                        continue
-                    gid, prototype = owners[slot]
-                    if prototype.track_key is not None and prototype.track_key == exclude_tracks[q]:
-                        continue
-                    found[gid] = _better(found.get(gid), gid, same, cosine, prototype.camera_id)
+                for i in best.tolist():
+                    gid = int(gids[i])
+                    camera = owners[int(row[i])][1].camera_id
+                    found[gid] = _better(found.get(gid), gid, same, float(row_cosines[i]), camera)
         return results
 
     def match_identity(

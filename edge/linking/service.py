@@ -102,6 +102,10 @@ class LinkerService:
         cfg = self.config
         state_dir = cfg.persistence.state_dir
         os.makedirs(state_dir, exist_ok=True)
+        if cfg.service.faiss_threads:
+            import faiss
+
+            faiss.omp_set_num_threads(cfg.service.faiss_threads)
         self.recovered = recover(state_dir, cfg.matching, cfg.gallery)
         self.linker = self.recovered.linker
         self._restore_extra(self.recovered.extra)
