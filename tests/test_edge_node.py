@@ -321,3 +321,52 @@ def test_osnet_embeds_mot17_crops_and_tracks_match_themselves(shared_data: Path,
     # Every track's crops match each other better than any other track's crops.
     for i in range(len(ids)):
         assert similarity[i][same[i]].min() > similarity[i][other[i]].max(), ids[i]
+
+
+def test_replay_node_with_an_unreadable_video_fails_clearly_and_still_ends_its_streams(
+    tmp_path: Path,
+) -> None:
+    from edge.sources import SourceError
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(2000))
+    publisher = Publisher(
+        TransportSettings(mode="replay", endpoint="tcp://127.0.0.1:*", send_timeout_ms=5000)
+    )
+    subscriber = Subscriber(TransportSettings(mode="replay", endpoint=publisher.endpoint))
+    source = SourceConfig(camera_id="cam0", kind="file", path=str(broken), detector=DetectorConfig("hog"))
+    node = build_node(
+        NodeConfig(producer_id="edge-err", mode="replay", sources=[source]), publisher=publisher
+    )
+    try:
+        with pytest.raises(SourceError, match="broken.mp4"):
+            node.run()
+        messages = _collect(subscriber, "edge-err")
+    finally:
+        subscriber.close()
+        publisher.close()
+    ends = [d.message for d in messages if isinstance(d.message, EndOfStream)]
+    assert [(e.camera_id, e.reason) for e in ends] == [("cam0", "error"), ("", "error")]
+    assert "broken.mp4" in ends[-1].detail
+    assert node.report.reason == "error"
+
+
+def test_replay_node_stops_on_request_with_stopped_end_of_stream(scene_dir: Path) -> None:
+    pytest.importorskip("ultralytics")
+    publisher = Publisher(TransportSettings(mode="replay", endpoint="tcp://127.0.0.1:*"))
+    config = _replay_config(scene_dir, publisher.endpoint)
+    config.sources = config.sources[:1]
+    config.sources[0].pace = True  # 10 fps in real time: 4 s of video, stopped after ~0.5 s
+    node = build_node(config, publisher=publisher)
+    subscriber = Subscriber(TransportSettings(mode="replay", endpoint=publisher.endpoint))
+    threading.Timer(0.5, node.stop).start()
+    try:
+        report = node.run()
+        messages = _collect(subscriber, "edge-test")
+    finally:
+        subscriber.close()
+        publisher.close()
+    assert report.reason == "stopped" and 0 < report.frames["cam-rgb"] < 40
+    ends = [d.message for d in messages if isinstance(d.message, EndOfStream)]
+    assert [(e.camera_id, e.reason) for e in ends] == [("cam-rgb", "stopped"), ("", "stopped")]
+    assert ends[0].frames_read == report.frames["cam-rgb"] and subscriber.receiver.sequences.total_missed == 0
