@@ -395,3 +395,31 @@ def test_slow_linker_live_drops_and_counts_with_bounded_memory_replay_loses_noth
         assert received + stats["missed_total"] == stats["last_seq"]["node0/cam0"] + 1
         # 1500 x 28 KiB = 41 MiB went out while the linker slept; its memory did not follow.
         assert stats["max_rss_mb"] - baseline < 25, (stats["max_rss_mb"], baseline)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_loads_the_shipped_config_and_rejects_unknown_keys():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "edge.linking", "--config", "configs/linker.yaml", "--print-config"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "cosine_min_cross: 0.3" in done.stdout and "mode: replay" in done.stdout
+    done = subprocess.run(
+        command + ["matching.cosine_min=0.4"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "did you mean 'matching.cosine_min_same'" in done.stderr
+
+
+def test_importing_the_linker_loads_neither_faiss_nor_zmq():
+    code = (
+        "import sys, edge.linking, edge.linking.config, edge.linking.service; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('faiss', 'zmq', 'torch')))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
