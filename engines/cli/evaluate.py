@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -159,10 +160,24 @@ def _export_variants(args: argparse.Namespace, cfg: Any, folder: Path) -> list[s
     from engines.compression import compress_artifact
     from engines.export import export_onnx
     from engines.precision import convert_fp16, quantize_int8
+    from engines.sidecar import SidecarError, load_sidecar
+    from trainer.common.files import sha256_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    fp32 = export_onnx(args.checkpoint, folder / "mpanet.onnx")
-    _LOG.info("ONNX FP32: parity cosine_min %.7f", fp32.parity.cosine_min)
+    target = folder / "mpanet.onnx"
+    try:  # an earlier run's export of the same checkpoint is reused (its sidecar proves which)
+        existing = load_sidecar(target)
+        reuse = existing.precision == "fp32" and existing.checkpoint_sha256 == sha256_file(args.checkpoint)
+    except SidecarError:
+        reuse = False
+    if reuse:
+        _LOG.info(
+            "reusing %s (exported from this checkpoint, parity %s)", target, existing.source.get("parity")
+        )
+    else:
+        exported = export_onnx(args.checkpoint, target)
+        _LOG.info("ONNX FP32: parity cosine_min %.7f", exported.parity.cosine_min)
+    fp32 = types.SimpleNamespace(artifact=target, sidecar=load_sidecar(target))
     fp16 = convert_fp16(fp32.artifact)
     _LOG.info("ONNX FP16: cosine vs FP32 min %.6f", fp16.cosine_min)
     train = dataset_items(cfg.data.dataset, cfg.data.root, split="train", regdb_trial=cfg.data.regdb_trial)

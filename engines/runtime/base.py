@@ -10,6 +10,7 @@ import numpy as np
 
 from engines.runtime.preprocess import preprocess_crops
 from engines.sidecar import EngineSidecar
+from trainer.common.files import sha256_file
 
 
 class EmbedderError(ValueError):
@@ -123,6 +124,11 @@ def _load_projection(sidecar: EngineSidecar, artifact: Path) -> tuple[np.ndarray
     path = artifact.parent / str(compression.pca_file)
     if not path.is_file():
         raise EmbedderError(f"PCA projection {path} named by the sidecar of {artifact.name} does not exist")
+    if compression.pca_sha256 and sha256_file(path) != compression.pca_sha256:
+        raise EmbedderError(
+            f"PCA projection {path} does not match the sha256 in the sidecar of {artifact.name} "
+            "(the projection was refitted or replaced; recreate the compressed variant)"
+        )
     with np.load(path) as data:
         mean = data["mean"].astype(np.float32)
         components = data["components"].astype(np.float32)
