@@ -109,11 +109,14 @@ def test_recovery_from_journal_alone(tmp_path):
     same_gallery(linker, recovered.linker)
 
 
-def test_recovery_from_snapshot_plus_journal_continues_like_the_original(tmp_path):
+@pytest.mark.parametrize("storage", ["float32", "float16"])
+def test_recovery_from_snapshot_plus_journal_continues_like_the_original(tmp_path, storage):
+    gallery = GalleryConfig(storage_dtype=storage)
     items = scene()
-    original, journal, _ = run(tmp_path, items[:120], snapshot_at={60})
+    original = IdentityLinker(RULES, gallery)
+    original, journal, _ = run(tmp_path, items[:120], linker=original, snapshot_at={60})
     journal.close()
-    recovered = recover(tmp_path, RULES, GALLERY)
+    recovered = recover(tmp_path, RULES, gallery)
     assert 0 < recovered.snapshot_seq < original.last_seq  # a crash between journal and snapshot
     same_gallery(original, recovered.linker)
     # Both continue with the rest of the replay: the same identities come out.
@@ -121,6 +124,24 @@ def test_recovery_from_snapshot_plus_journal_continues_like_the_original(tmp_pat
     rest_recovered = [e for item in items[120:] for e in step(recovered.linker, item)]
     assert assignments(rest_original) == assignments(rest_recovered)
     same_gallery(original, recovered.linker)
+    # The prototypes came back: exactly from the snapshot; for decisions after it, as the journal
+    # recorded them (the track's evidence at the decision, not its later refinements).
+    for gid, identity in original.gallery.identities.items():
+        mine = original.gallery.prototype_vectors(identity)
+        theirs = recovered.linker.gallery.prototype_vectors(recovered.linker.gallery.identities[gid])
+        assert mine.shape == theirs.shape
+        np.testing.assert_allclose(
+            np.sort(mine @ mine.T, axis=None), np.sort(theirs @ theirs.T, axis=None), atol=0.05
+        )
+
+
+def test_a_damaged_snapshot_is_an_error(tmp_path):
+    original, journal, _ = run(tmp_path, scene()[:80], snapshot_at={70})
+    journal.close()
+    path = tmp_path / "snapshot.bin"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(JournalError, match="runs past the end"):
+        recover(tmp_path, RULES, GALLERY)
 
 
 def test_crash_during_snapshot_keeps_the_previous_snapshot_and_journal(tmp_path):
@@ -128,7 +149,7 @@ def test_crash_during_snapshot_keeps_the_previous_snapshot_and_journal(tmp_path)
     original, journal, _ = run(tmp_path, items[:120], snapshot_at={50})
     journal.close()
     # A snapshot write that died before its rename leaves only a temporary file behind.
-    (tmp_path / ".snapshot.npz.abc123.tmp").write_bytes(b"PK\x03\x04 half a zip")
+    (tmp_path / ".snapshot.bin.abc123.tmp").write_bytes(b"MPALINK\x01 half a snapshot")
     recovered = recover(tmp_path, RULES, GALLERY)
     same_gallery(original, recovered.linker)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,6 +77,28 @@ class GalleryConfig:
             raise ValueError(f"gallery.max_identities must be >= 1, got {self.max_identities}")
         if not self.max_memory_mb > 0:
             raise ValueError(f"gallery.max_memory_mb must be > 0 MiB, got {self.max_memory_mb}")
+
+
+@dataclass(frozen=True)
+class ChunkedArray:
+    """An array described by ``dtype`` and ``shape`` whose bytes ``chunks()`` yields in C order."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    chunks: Callable[[], Iterator[bytes]]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> ChunkedArray:
+        data = np.ascontiguousarray(array)
+        return cls(
+            data.dtype.newbyteorder("<") if data.dtype.byteorder == ">" else data.dtype,
+            data.shape,
+            lambda: iter([data.tobytes()]),
+        )
 
 
 class PrototypeStore:
@@ -154,6 +176,22 @@ class PrototypeStore:
             return np.zeros((0, self.dim), dtype=np.float32)
         codes = self._codes.reshape(-1, self.code_size)[np.asarray(slots, dtype=np.int64)]
         return np.asarray(self.index.sa_decode(codes), dtype=np.float32)
+
+    def export_codes(self, slots: Sequence[int], rows_per_chunk: int = 256) -> ChunkedArray:
+        """The stored codes of ``slots`` as a (len(slots), D) array of the storage dtype, produced
+        in chunks (a snapshot of a large gallery never holds a second copy of it in memory).
+
+        The codes are the vectors themselves: float32, or IEEE float16 for QT_fp16.
+        """
+        order = np.asarray(slots, dtype=np.int64)
+        codes = self._codes.reshape(-1, self.code_size)
+
+        def chunks() -> Iterator[bytes]:
+            for start in range(0, len(order), rows_per_chunk):
+                yield codes[order[start : start + rows_per_chunk]].tobytes()
+
+        dtype = np.dtype("<f4" if self.storage_dtype == "float32" else "<f2")
+        return ChunkedArray(dtype, (len(order), self.dim), chunks)
 
     def release(self, slot: int) -> None:
         """Zero ``slot`` and return it to the free list."""

@@ -39,7 +39,7 @@ from edge.linking.events import (
     IdentityDecision,
     IdentityEviction,
 )
-from edge.linking.gallery import Gallery, GalleryConfig, Identity, TrackKey
+from edge.linking.gallery import ChunkedArray, Gallery, GalleryConfig, Identity, TrackKey
 from edge.messages import SightingBatch
 from trainer.common.modality import Modality
 
@@ -626,9 +626,12 @@ class IdentityLinker:
 
     # ------------------------------------------------------------------------------- snapshots
 
-    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Everything needed to rebuild this linker: (JSON-ready metadata, named arrays)."""
-        arrays: dict[str, np.ndarray] = {}
+    def to_state(self) -> tuple[dict[str, Any], dict[str, ChunkedArray]]:
+        """Everything needed to rebuild this linker: (JSON-ready metadata, named arrays).
+
+        The prototype arrays are the stores' codes in their storage dtype, produced in chunks.
+        """
+        arrays: dict[str, ChunkedArray] = {}
         meta: dict[str, Any] = {
             "last_seq": self.last_seq,
             "clock": _finite_or_none(self.clock),
@@ -638,7 +641,6 @@ class IdentityLinker:
         }
         gallery = self.gallery
         if gallery is not None:
-            storage = np.float16 if gallery.config.storage_dtype == "float16" else np.float32
             identities = []
             per_modality: dict[Modality, list[int]] = {m: [] for m in Modality}
             for gid in sorted(gallery.identities):
@@ -666,7 +668,7 @@ class IdentityLinker:
                     }
                 )
             for modality, slots in per_modality.items():
-                arrays[f"prototypes_{modality}"] = gallery.stores[modality].read(slots).astype(storage)
+                arrays[f"prototypes_{modality}"] = gallery.stores[modality].export_codes(slots)
             meta["gallery"] = {
                 "engine_id": gallery.engine_id,
                 "dim": gallery.dim,
@@ -704,9 +706,8 @@ class IdentityLinker:
             for camera, spans in self.ended.items()
         }
         dim = gallery.dim if gallery is not None else (evidence[0].shape[0] if evidence else 0)
-        arrays["track_evidence"] = (
-            np.stack(evidence).astype(np.float32) if evidence else np.zeros((0, dim), np.float32)
-        )
+        evidence_rows = np.stack(evidence).astype(np.float32) if evidence else np.zeros((0, dim), np.float32)
+        arrays["track_evidence"] = ChunkedArray.of(evidence_rows)
         return meta, arrays
 
     @classmethod
@@ -734,7 +735,7 @@ class IdentityLinker:
                     f"{gallery_config.engine_id}: start with a fresh state_dir for another engine"
                 )
             gallery = Gallery(int(g["dim"]), config)
-            vectors = {m: np.asarray(arrays[f"prototypes_{m}"], dtype=np.float32) for m in Modality}
+            vectors = {m: arrays[f"prototypes_{m}"] for m in Modality}  # rows are read one at a time
             for item in g["identities"]:
                 identity: Identity = gallery.create_identity(
                     float(item["created_ts"]), int(item["global_id"])
@@ -749,7 +750,7 @@ class IdentityLinker:
                         None if p["track_key"] is None else _key(p["track_key"]),
                         float(p["weight"]),
                         float(p["updated_ts"]),
-                        vectors[modality][int(p["row"])],
+                        np.asarray(vectors[modality][int(p["row"])], dtype=np.float32),
                     )
                 gallery.touch(identity.global_id, float(item["last_seen_ts"]))
             gallery.next_global_id = max(gallery.next_global_id, int(g["next_global_id"]))

@@ -2,13 +2,15 @@
 
 Layout of ``state_dir``::
 
-    snapshot.npz                 the linker at event seq S (written atomically: old or new, never half)
+    snapshot.bin                 the linker at event seq S (written atomically: old or new, never half)
     journal-<first seq>.jsonl    events, one JSON object per line, seq S+1, S+2, ... (segments)
 
 Writing: every event is appended to the journal (one ``write`` per group of events, flushed, and
 fsync'ed when ``fsync`` is on) *before* anything is published, so whatever a consumer has seen is on
-disk. A snapshot is written atomically (:func:`trainer.common.files.atomic_save`); only after it is
-durable does the journal rotate to a new segment and drop the segments the snapshot covers.
+disk. A snapshot is written atomically (:func:`trainer.common.files.atomic_open`); only after it is
+durable does the journal rotate to a new segment and drop the segments the snapshot covers. The
+prototype vectors are streamed from faiss' storage into the file chunk by chunk, so a snapshot does
+not need a second copy of the gallery in memory.
 
 Recovery (:func:`recover`): load the snapshot (if any), then apply the journal's events with
 ``seq > S`` in order. A crash can leave the last line of the last segment torn (a partial write):
@@ -27,6 +29,7 @@ import io
 import json
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +40,10 @@ from edge.linking.assignment import MatchingRules
 from edge.linking.events import Event, EventError, event_from_json, event_to_json
 from edge.linking.gallery import GalleryConfig
 from edge.linking.linker import IdentityLinker
-from trainer.common.files import atomic_save
+from trainer.common.files import atomic_open
 
-SNAPSHOT_NAME = "snapshot.npz"
+SNAPSHOT_NAME = "snapshot.bin"
+SNAPSHOT_MAGIC = b"MPALINK\x01"
 SNAPSHOT_FORMAT = 1
 _SEGMENT = re.compile(r"^journal-(\d{12})\.jsonl$")
 
@@ -164,25 +168,38 @@ class Journal:
 def save_snapshot(
     state_dir: str | os.PathLike[str], linker: IdentityLinker, extra: dict[str, Any] | None = None
 ) -> Path:
-    """Write ``linker`` (and the caller's ``extra`` JSON-ready state) atomically to ``snapshot.npz``.
+    """Write ``linker`` (and the caller's ``extra`` JSON-ready state) atomically to ``snapshot.bin``.
 
-    Returns the snapshot's path. The file is an uncompressed ``.npz``: the prototype vectors in the
-    gallery's storage dtype, the live tracks' evidence, and ``meta`` (UTF-8 JSON as uint8).
+    Layout: ``MAGIC`` (8 bytes), the header length (uint64 little endian), the header (UTF-8 JSON:
+    ``format``, ``linker`` metadata, ``extra``, and per array its dtype, shape and byte offset),
+    then the arrays' bytes back to back. The prototype vectors are streamed from the faiss stores
+    in chunks, so a snapshot does not double the gallery's memory. Returns the snapshot's path.
     """
     meta, arrays = linker.to_state()
-    meta = {"format": SNAPSHOT_FORMAT, "linker": meta, "extra": extra or {}}
-    blob = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    specs = {}
+    offset = 0
+    for name, array in arrays.items():
+        specs[name] = {"dtype": array.dtype.str, "shape": list(array.shape), "offset": offset}
+        offset += array.nbytes
+    header = json.dumps(
+        {"format": SNAPSHOT_FORMAT, "linker": meta, "extra": extra or {}, "arrays": specs}
+    ).encode()
     path = Path(state_dir) / SNAPSHOT_NAME
-
-    def write(handle: Any) -> None:
-        np.savez(handle, meta=blob, **arrays)
-
-    atomic_save(path, write)
+    with atomic_open(path, "wb") as handle:
+        handle.write(SNAPSHOT_MAGIC + struct.pack("<Q", len(header)) + header)
+        for name, array in arrays.items():
+            written = 0
+            for chunk in array.chunks():
+                handle.write(chunk)
+                written += len(chunk)
+            if written != array.nbytes:
+                raise RuntimeError(f"snapshot array {name}: wrote {written} bytes, expected {array.nbytes}")
     return path
 
 
 def load_snapshot(state_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
-    """The snapshot's (meta, arrays), or None when there is none.
+    """The snapshot's (meta, arrays), or None when there is none. The arrays are read-only memory
+    maps of the file (rows are read when used).
 
     Raises:
         JournalError: a snapshot that cannot be read (atomic writes make that real damage).
@@ -191,10 +208,27 @@ def load_snapshot(state_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], di
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-        meta = json.loads(arrays.pop("meta").tobytes())
-    except (OSError, ValueError, KeyError) as exc:
+        with open(path, "rb") as handle:
+            magic = handle.read(len(SNAPSHOT_MAGIC))
+            if magic != SNAPSHOT_MAGIC:
+                raise ValueError(f"not a linker snapshot (magic {magic!r})")
+            (length,) = struct.unpack("<Q", handle.read(8))
+            meta = json.loads(handle.read(length))
+        start = len(SNAPSHOT_MAGIC) + 8 + length
+        size = path.stat().st_size
+        arrays: dict[str, np.ndarray] = {}
+        for name, spec in meta.pop("arrays").items():
+            dtype, shape = np.dtype(spec["dtype"]), tuple(int(n) for n in spec["shape"])
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            if start + int(spec["offset"]) + nbytes > size:
+                raise ValueError(f"array {name} runs past the end of the file")
+            if nbytes == 0:
+                arrays[name] = np.zeros(shape, dtype)
+            else:
+                arrays[name] = np.memmap(
+                    path, dtype, mode="r", offset=start + int(spec["offset"]), shape=shape
+                )
+    except (OSError, ValueError, KeyError, struct.error) as exc:
         raise JournalError(f"{path}: unreadable snapshot ({exc})") from exc
     if meta.get("format") != SNAPSHOT_FORMAT:
         raise JournalError(f"{path}: snapshot format {meta.get('format')!r}, expected {SNAPSHOT_FORMAT}")
