@@ -11,7 +11,9 @@ noisy view of a gallery identity (so decisions are real matches) and every sight
 - ``sightings_per_s`` (and batch latency mean / p95 in ms) of the decision loop,
 - ``search_ms_nq1`` / ``search_ms_nq16``: one ``match_many`` call with 1 and 16 queries,
 - ``gallery_mb`` (vector storage held by faiss), ``rss_mb`` after building, ``peak_rss_mb``,
-- ``build_s``: filling the gallery.
+- ``build_s``: filling the gallery,
+- with ``--snapshot-dir``: ``snapshot_s`` / ``snapshot_mb`` (writing the state file) and ``recover_s``
+  (rebuilding the linker from it).
 
 Index: exact inner product on L2-normalised vectors (faiss ``IndexFlatIP`` for float32,
 ``IndexScalarQuantizer(QT_fp16)`` for float16), slots updated in place (see docs/linker.md).
@@ -53,9 +55,18 @@ def estimated_gb(dim: int, size: int, dtype: str) -> float:
 
 
 def run_one(
-    dim: int, size: int, dtype: str, tracks_per_batch: int, min_seconds: float, seed: int = 0
+    dim: int,
+    size: int,
+    dtype: str,
+    tracks_per_batch: int,
+    min_seconds: float,
+    threads: int,
+    snapshot_dir: str = "",
+    seed: int = 0,
 ) -> dict:
     import faiss
+
+    faiss.omp_set_num_threads(threads)
 
     from edge.linking.assignment import MatchingRules
     from edge.linking.events import EngineAdopted
@@ -155,6 +166,24 @@ def run_one(
         if (elapsed >= min_seconds and len(latencies) >= 8) or len(latencies) >= 2000:
             break
     counters = linker.counters
+    gallery_mb = gallery.nbytes / 2**20
+    snapshot = {}
+    if snapshot_dir:
+        from edge.linking.persistence import SNAPSHOT_NAME, recover, save_snapshot
+
+        t = time.perf_counter()
+        path = save_snapshot(snapshot_dir, linker)
+        snapshot["snapshot_s"] = time.perf_counter() - t
+        snapshot["snapshot_mb"] = path.stat().st_size / 2**20
+        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        del gallery
+        linker = None
+        t = time.perf_counter()
+        recovered = recover(snapshot_dir, MatchingRules(), gallery_config)
+        snapshot["recover_s"] = time.perf_counter() - t
+        snapshot["recovered_identities"] = len(recovered.linker.gallery.identities)
+        snapshot["peak_rss_mb_before_recover"] = peak_before
+        (Path(snapshot_dir) / SNAPSHOT_NAME).unlink()
     return {
         "dim": dim,
         "identities": size,
@@ -169,11 +198,12 @@ def run_one(
         "search_ms_nq1": search[1],
         "search_ms_nq16": search[16],
         "decisions": counters.decisions_new + counters.decisions_matched + counters.decisions_revised,
-        "gallery_mb": gallery.nbytes / 2**20,
+        "gallery_mb": gallery_mb,
         "rss_mb_after_build": built_rss,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "build_s": build_s,
         "faiss_threads": faiss.omp_get_max_threads(),
+        **snapshot,
     }
 
 
@@ -188,12 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="faiss OpenMP threads (the service's default: 1)"
     )
+    parser.add_argument(
+        "--snapshot-dir", default="", help="also time a snapshot + recovery in this directory"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "linker.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # dim,size,dtype: run one configuration here
     args = parser.parse_args(argv)
     if args.one:
         dim, size, dtype = args.one.split(",")
-        print(json.dumps(run_one(int(dim), int(size), dtype, args.tracks, args.min_seconds, args.threads)))
+        result = run_one(
+            int(dim), int(size), dtype, args.tracks, args.min_seconds, args.threads, args.snapshot_dir
+        )
+        print(json.dumps(result))
         return 0
     results = []
     for dim in args.dims:
@@ -220,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
                     str(args.tracks),
                     "--min-seconds",
                     str(args.min_seconds),
+                    "--threads",
+                    str(args.threads),
+                    "--snapshot-dir",
+                    args.snapshot_dir,
                 ]
                 done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
                 if done.returncode != 0:
