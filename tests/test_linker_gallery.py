@@ -44,11 +44,41 @@ def test_store_reuses_released_slots_and_never_returns_them():
     cosines, found = store.search(np.eye(8, dtype=np.float32)[[b]], 3)
     assert b not in found[0].tolist()
     assert store.allocate(3) == b
+    store.write(b, np.eye(8, dtype=np.float32)[b])
     assert store.capacity == 3
     store.release(a)
-    assert store.compact() == {b: 0, c: 1}
+    assert store.compact() == {b: 1, c: 0}  # the last slot moved into the hole
     assert store.capacity == 2 and store.nbytes == 2 * 8 * 4
-    np.testing.assert_allclose(store.read([1]), np.eye(8, dtype=np.float32)[[c]])
+    np.testing.assert_allclose(store.read([0, 1]), np.eye(8, dtype=np.float32)[[c, b]])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_store_in_many_blocks_searches_grows_and_compacts_exactly(dtype):
+    dim = 16
+    store = PrototypeStore(dim, dtype, block_bytes=100 * dim * 4)  # blocks of 100 (float32) / 200 slots
+    vectors = unit_rows(700, dim, seed=3)
+    slots = [store.allocate(10_000) for _ in range(700)]
+    assert slots == list(range(700))
+    for slot, v in zip(slots, vectors):
+        store.write(slot, v)
+    assert len(store._blocks) > 2 and store.capacity >= 700
+    assert store.nbytes == store.capacity * store.code_size  # exactly what the blocks hold
+    queries = unit_rows(3, dim, seed=4)
+    expected = queries @ vectors.T
+    cosines, found = store.search(queries, 25)
+    for q in range(3):
+        best = np.sort(expected[q])[::-1][:25]
+        np.testing.assert_allclose(expected[q][found[q]], best, atol=2e-3)  # float16 may swap near-ties
+        np.testing.assert_allclose(cosines[q], best, atol=2e-3)
+    for slot in range(0, 700, 2):
+        store.release(slot)
+    mapping = store.compact()
+    assert sorted(mapping) == list(range(1, 700, 2)) and sorted(mapping.values()) == list(range(350))
+    assert store.capacity == 350 and store.nbytes == 350 * store.code_size
+    moved = [mapping[s] for s in range(1, 700, 2)]
+    np.testing.assert_allclose(store.read(moved), vectors[1::2], atol=2e-3)
+    cosines, found = store.search(vectors[[101]], 1)
+    assert found[0, 0] == mapping[101]
 
 
 def test_gallery_excludes_the_tracks_own_prototype():

@@ -25,6 +25,7 @@ import heapq
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -102,22 +103,27 @@ class ChunkedArray:
 
 
 class PrototypeStore:
-    """Fixed-width vector slots over one faiss flat index (exact inner product search).
+    """Fixed-width vector slots over faiss flat indexes (exact inner product search).
 
     faiss' ``IndexIDMap.remove_ids`` compacts the whole flat storage (O(N x D) bytes moved per
     removal), far too slow for a gallery whose prototypes change with every sighting. Instead the
-    store keeps the vectors in slots: a slot's code bytes are overwritten in place, a released slot
-    is zeroed (inner product 0 with anything) and reused, and ``slot -> prototype`` is mapped by the
-    caller. Growing builds a new index of exactly the new capacity and copies the codes over (so
-    the memory held is exactly ``capacity x code_size``, not a std::vector's doubled reserve);
-    :meth:`compact` gives the free slots' memory back.
+    store keeps the vectors in slots: a slot's code bytes are overwritten in place (a zero-copy view
+    of faiss' storage), a released slot is zeroed (inner product 0 with anything) and reused, and
+    ``slot -> prototype`` is mapped by the caller.
+
+    Memory: the slots live in blocks of at most ``block_bytes`` (one faiss index each, searched one
+    after the other, results merged). Only the last block grows, by building a new index of exactly
+    the new size and copying the codes over, so the store holds exactly ``capacity x code_size``
+    bytes (not a std::vector's doubled reserve) and growing never needs more than one extra block
+    for a moment. :meth:`compact` moves slots from the end into free ones and gives the memory back.
 
     Args:
         dim: embedding size D.
         storage_dtype: ``float32`` (``IndexFlatIP``) or ``float16`` (``IndexScalarQuantizer`` QT_fp16).
+        block_bytes: size of a full block.
     """
 
-    def __init__(self, dim: int, storage_dtype: str) -> None:
+    def __init__(self, dim: int, storage_dtype: str, block_bytes: int = 64 * 2**20) -> None:
         import faiss  # heavy optional dependency: only where a gallery is built
 
         if dim < 1:
@@ -127,13 +133,15 @@ class PrototypeStore:
         self._faiss = faiss
         self.dim = dim
         self.storage_dtype = storage_dtype
-        self.index = self._new_index()
-        self.code_size = int(self.index.code_size)
+        self._codec = self._new_index()  # encodes / decodes; holds no vectors
+        self.code_size = int(self._codec.code_size)
+        self.block_slots = max(64, int(block_bytes) // self.code_size)
+        self._blocks: list[Any] = []
+        self._block_codes: list[np.ndarray] = []  # (rows, code_size) uint8 views of each block's storage
         self.occupied = np.zeros(0, dtype=bool)
         self._free: list[int] = []  # min-heap: the lowest free slot is reused first (deterministic)
-        self._codes = np.zeros(0, dtype=np.uint8)
 
-    def _new_index(self):
+    def _new_index(self) -> Any:
         faiss = self._faiss
         if self.storage_dtype == "float32":
             return faiss.IndexFlatIP(self.dim)
@@ -141,7 +149,7 @@ class PrototypeStore:
 
     @property
     def capacity(self) -> int:
-        return int(self.index.ntotal)
+        return len(self.occupied)
 
     @property
     def num_occupied(self) -> int:
@@ -149,16 +157,22 @@ class PrototypeStore:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of vector storage held by the index (occupied and free slots)."""
+        """Bytes of vector storage held by the indexes (occupied and free slots)."""
         return self.capacity * self.code_size
 
     def allocate(self, max_capacity: int) -> int | None:
-        """A free slot, growing the index (to at most ``max_capacity`` slots) if there is none;
+        """A free slot, growing the store (to at most ``max_capacity`` slots) if there is none;
         ``None`` when the store is full and may not grow."""
         if not self._free:
             if self.capacity >= max_capacity:
                 return None
-            self._rebuild(min(max_capacity, max(64, self.capacity * 3 // 2)), np.arange(self.capacity))
+            room = max_capacity - self.capacity
+            last = len(self._block_codes[-1]) if self._blocks else self.block_slots
+            if last < self.block_slots:  # the last block grows (by half, at least 64 slots)
+                self._resize_last(last + min(room, self.block_slots - last, max(64, last // 2)))
+            else:  # a new block (small at first when it is the only one)
+                first = min(64, self.block_slots) if not self._blocks else self.block_slots
+                self._append_block(min(room, first))
         slot = heapq.heappop(self._free)
         self.occupied[slot] = True
         return slot
@@ -167,15 +181,15 @@ class PrototypeStore:
         """Store ``vector`` ((D,) float32, unit length) in ``slot`` (allocated)."""
         if not self.occupied[slot]:
             raise KeyError(f"slot {slot} is not allocated")
-        codes = self.index.sa_encode(np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim))
-        self._codes[slot * self.code_size : (slot + 1) * self.code_size] = codes[0]
+        codes = self._codec.sa_encode(np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim))
+        block, row = divmod(slot, self.block_slots)
+        self._block_codes[block][row] = codes[0]
 
     def read(self, slots: Sequence[int]) -> np.ndarray:
         """The vectors in ``slots`` as (len(slots), D) float32 (decoded from the storage dtype)."""
         if len(slots) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        codes = self._codes.reshape(-1, self.code_size)[np.asarray(slots, dtype=np.int64)]
-        return np.asarray(self.index.sa_decode(codes), dtype=np.float32)
+        return np.asarray(self._codec.sa_decode(self._gather(np.asarray(slots, np.int64))), dtype=np.float32)
 
     def export_codes(self, slots: Sequence[int], rows_per_chunk: int = 256) -> ChunkedArray:
         """The stored codes of ``slots`` as a (len(slots), D) array of the storage dtype, produced
@@ -184,11 +198,10 @@ class PrototypeStore:
         The codes are the vectors themselves: float32, or IEEE float16 for QT_fp16.
         """
         order = np.asarray(slots, dtype=np.int64)
-        codes = self._codes.reshape(-1, self.code_size)
 
         def chunks() -> Iterator[bytes]:
             for start in range(0, len(order), rows_per_chunk):
-                yield codes[order[start : start + rows_per_chunk]].tobytes()
+                yield self._gather(order[start : start + rows_per_chunk]).tobytes()
 
         dtype = np.dtype("<f4" if self.storage_dtype == "float32" else "<f2")
         return ChunkedArray(dtype, (len(order), self.dim), chunks)
@@ -197,15 +210,32 @@ class PrototypeStore:
         """Zero ``slot`` and return it to the free list."""
         if not self.occupied[slot]:
             raise KeyError(f"slot {slot} is not allocated")
-        self._codes[slot * self.code_size : (slot + 1) * self.code_size] = 0
+        block, row = divmod(slot, self.block_slots)
+        self._block_codes[block][row] = 0
         self.occupied[slot] = False
         heapq.heappush(self._free, slot)
 
     def compact(self) -> dict[int, int]:
-        """Drop the free slots (the memory goes back); returns ``{old slot: new slot}``."""
-        keep = np.flatnonzero(self.occupied)
-        self._rebuild(len(keep), keep)
-        return {int(old): new for new, old in enumerate(keep.tolist())}
+        """Move the occupied slots to the front, drop the free capacity behind them (the memory
+        goes back); returns ``{old slot: new slot}`` for every occupied slot."""
+        count = self.num_occupied
+        occupied = np.flatnonzero(self.occupied)
+        mapping = {int(s): int(s) for s in occupied[occupied < count]}
+        holes = np.flatnonzero(~self.occupied[:count])
+        movers = occupied[occupied >= count]
+        for hole, mover in zip(holes.tolist(), movers.tolist()):
+            hb, hr = divmod(hole, self.block_slots)
+            mb, mr = divmod(mover, self.block_slots)
+            self._block_codes[hb][hr] = self._block_codes[mb][mr]
+            mapping[mover] = hole
+        keep_blocks = -(-count // self.block_slots)
+        del self._blocks[keep_blocks:]
+        del self._block_codes[keep_blocks:]
+        self.occupied = np.ones(count, dtype=bool)
+        self._free = []
+        if self._blocks:
+            self._resize_last(count - (keep_blocks - 1) * self.block_slots)
+        return mapping
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` inner products.
@@ -215,35 +245,63 @@ class PrototypeStore:
             k: results per query.
 
         Returns:
-            ``(cosines, slots)``, both (Q, k'), k' = min(k, capacity); float32 and int64. Slots that
-            are free are returned as -1 (their cosine is meaningless).
+            ``(cosines, slots)``, both (Q, k'), k' = min(k, capacity); float32 and int64, best
+            first. Slots that are free are returned as -1 (their cosine is meaningless).
         """
         q = np.ascontiguousarray(queries, dtype=np.float32)
         k = min(int(k), self.capacity)
         if k <= 0 or q.shape[0] == 0:
             return np.zeros((q.shape[0], 0), np.float32), np.zeros((q.shape[0], 0), np.int64)
-        cosines, slots = self.index.search(q, k)
+        parts_d, parts_i = [], []
+        for number, index in enumerate(self._blocks):
+            found_d, found_i = index.search(q, min(k, int(index.ntotal)))
+            parts_d.append(found_d)
+            parts_i.append(np.where(found_i >= 0, found_i + number * self.block_slots, -1))
+        cosines, slots = np.concatenate(parts_d, axis=1), np.concatenate(parts_i, axis=1)
+        if len(self._blocks) > 1:
+            order = np.argsort(-cosines, axis=1, kind="stable")[:, :k]
+            cosines, slots = np.take_along_axis(cosines, order, 1), np.take_along_axis(slots, order, 1)
         valid = slots >= 0
         valid[valid] = self.occupied[slots[valid]]
         return cosines, np.where(valid, slots, -1)
 
-    def _rebuild(self, capacity: int, keep: np.ndarray) -> None:
-        """A new index of exactly ``capacity`` slots holding the codes of ``keep`` in slots 0.. ."""
-        old_codes = self._codes.reshape(-1, self.code_size)
-        old_occupied = self.occupied
+    def _gather(self, slots: np.ndarray) -> np.ndarray:
+        out = np.empty((len(slots), self.code_size), dtype=np.uint8)
+        blocks, rows = np.divmod(slots, self.block_slots)
+        for block in np.unique(blocks).tolist():
+            mask = blocks == block
+            out[mask] = self._block_codes[block][rows[mask]]
+        return out
+
+    def _make_block(self, rows: int) -> tuple[Any, np.ndarray]:
         index = self._new_index()
-        if capacity:
-            index.add(np.zeros((capacity, self.dim), dtype=np.float32))  # one resize from empty: exact size
-            codes = self._faiss.rev_swig_ptr(index.codes.data(), capacity * self.code_size)
-            codes.reshape(-1, self.code_size)[: len(keep)] = old_codes[keep]
-        else:
-            codes = np.zeros(0, dtype=np.uint8)
-        self.index = index  # the old index (and its memory) goes away here
-        self._codes = codes
-        self.occupied = np.zeros(capacity, dtype=bool)
-        self.occupied[: len(keep)] = old_occupied[keep]
-        self._free = [slot for slot in range(capacity) if not self.occupied[slot]]
-        heapq.heapify(self._free)
+        index.add(np.zeros((rows, self.dim), dtype=np.float32))  # one resize from empty: exact size
+        codes = self._faiss.rev_swig_ptr(index.codes.data(), rows * self.code_size)
+        return index, codes.reshape(rows, self.code_size)
+
+    def _append_block(self, rows: int) -> None:
+        start = self.capacity
+        index, codes = self._make_block(rows)
+        self._blocks.append(index)
+        self._block_codes.append(codes)
+        self._extend(start, rows)
+
+    def _resize_last(self, rows: int) -> None:
+        """Rebuild the last block with ``rows`` slots (its old codes copied over, up to ``rows``)."""
+        old = self._block_codes[-1]
+        start = (len(self._blocks) - 1) * self.block_slots
+        index, codes = self._make_block(rows)
+        keep = min(rows, len(old))
+        codes[:keep] = old[:keep]
+        self._blocks[-1] = index  # the old block (and its memory) goes away here
+        self._block_codes[-1] = codes
+        if start + rows > self.capacity:
+            self._extend(self.capacity, start + rows - self.capacity)
+
+    def _extend(self, start: int, rows: int) -> None:
+        self.occupied = np.concatenate([self.occupied, np.zeros(rows, dtype=bool)])
+        for slot in range(start, start + rows):
+            heapq.heappush(self._free, slot)
 
 
 @dataclass
