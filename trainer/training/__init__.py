@@ -1,0 +1,1 @@
+"""The MPANet training loop: resumable, seeded, single-process or DDP under torchrun."""
