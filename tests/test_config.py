@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pytest
 
 from trainer.common.configuring import (
@@ -83,3 +85,25 @@ def test_resolved_config_round_trips(tmp_path):
     again = load_config(TrainConfig, [path])
     assert again == cfg
     assert config_from_yaml_text(TrainConfig, config_to_yaml(cfg)) == cfg
+
+
+@dataclass
+class Source:
+    path: str = ""
+    fps: float = 25.0
+
+
+@dataclass
+class Node:
+    sources: list[Source] = field(default_factory=lambda: [Source(), Source()])
+
+
+def test_overrides_reach_into_lists_of_dataclasses():
+    cfg = load_config(Node, overrides=["sources.1.path=/videos/b.mp4", "sources.0.fps=12.5"])
+    assert cfg.sources[1].path == "/videos/b.mp4" and cfg.sources[0].fps == 12.5
+    with pytest.raises(ConfigError, match=r"'sources' is a list of 2 entries; index '5' is out of range"):
+        load_config(Node, overrides=["sources.5.path=x"])
+    with pytest.raises(ConfigError, match=r"unknown key 'sources.0.pth'; did you mean 'sources.0.path'"):
+        load_config(Node, overrides=["sources.0.pth=x"])
+    with pytest.raises(ConfigError, match="sources.0.fps"):
+        load_config(Node, overrides=["sources.0.fps=fast"])

@@ -70,9 +70,16 @@ def load_config(
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. model.mam=false)")
-        key = item.split("=", 1)[0].strip()
-        _check_path(schema, key.split("."), source=f"override {item!r}")
-        merged = _merge(merged, OmegaConf.from_dotlist([item]), source=f"override {item!r}")
+        key, raw = (part.strip() for part in item.split("=", 1))
+        source = f"override {item!r}"
+        _check_path(schema, key.split("."), source=source)
+        _check_list_indices(merged, key, source)
+        value = OmegaConf.from_dotlist([f"value={raw}"])["value"]  # parsed as OmegaConf parses YAML values
+        try:
+            # update() (unlike a dotlist merge) can reach into lists: sources.0.path=...
+            OmegaConf.update(merged, key, value, merge=True)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{source}: invalid value: {getattr(exc, 'msg', exc)}") from exc
     try:
         return typing.cast(T, OmegaConf.to_object(merged))
     except MissingMandatoryValue as exc:
@@ -172,6 +179,24 @@ def _check_path(schema: Any, parts: list[str], source: str, prefix: str = "") ->
         _check_path(inner, rest, source, f"{prefix}{head}.")
     else:
         raise ConfigError(f"{source}: {prefix.rstrip('.')!r} is a plain value and has no key {head!r}")
+
+
+def _check_list_indices(cfg: DictConfig, key: str, source: str) -> None:
+    node: Any = cfg
+    walked: list[str] = []
+    for part in key.split("."):
+        if isinstance(node, ListConfig):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(
+                    f"{source}: {'.'.join(walked)!r} is a list of {len(node)} entries; "
+                    f"index {part!r} is out of range (add entries in a YAML file)"
+                )
+            node = node[int(part)]
+        elif isinstance(node, DictConfig) and part in node:
+            node = node[part]
+        else:
+            return
+        walked.append(part)
 
 
 def _unknown(key: str, fields: dict[str, Any], source: str, prefix: str) -> typing.NoReturn:
