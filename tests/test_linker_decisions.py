@@ -18,7 +18,14 @@ D = 8
 
 
 def make(**rules) -> IdentityLinker:
-    defaults = dict(min_sightings=1, revise_votes=2, revise_margin=0.1, margin_min=0.05, track_idle_s=1.0)
+    defaults = dict(
+        min_sightings=1,
+        revise_votes=2,
+        revise_margin=0.1,
+        margin_min=0.05,
+        track_idle_s=1.0,
+        reevaluate_every_sightings=1,
+    )
     gallery = rules.pop("gallery", GalleryConfig())
     return IdentityLinker(MatchingRules(**{**defaults, **rules}), gallery)
 

@@ -39,7 +39,7 @@ from edge.linking.gallery import IdentityMatch
 from trainer.common.modality import Modality
 
 
-@dataclass(frozen=True)
+@dataclass
 class MatchingRules:
     """Thresholds of the decision rules (cosine similarities of unit vectors, in [-1, 1]).
 
@@ -53,7 +53,9 @@ class MatchingRules:
         revise_votes: consecutive evaluations that must agree before a revision is made.
         min_sightings: sightings with an embedding a track needs before its first decision.
         max_ambiguous_sightings: evaluations an ambiguous track waits before taking the best.
-        reevaluate_every_sightings: an assigned track is re-evaluated every this many sightings.
+        reevaluate_every_sightings: an assigned track is re-evaluated every this many sightings
+            (each evaluation is a gallery search: the cost of the linker grows with evaluations, not
+            sightings, and a track's aggregated embedding changes slowly).
         cooccurrence_min_overlap_s: two tracks of one camera whose lifetimes overlap by at least
             this many seconds (0: share any instant, e.g. one frame) are different people.
         track_idle_s: a track not seen for this many seconds of its camera's capture time has ended.
@@ -67,7 +69,7 @@ class MatchingRules:
     revise_votes: int = 3
     min_sightings: int = 3
     max_ambiguous_sightings: int = 10
-    reevaluate_every_sightings: int = 1
+    reevaluate_every_sightings: int = 5
     cooccurrence_min_overlap_s: float = 0.0
     track_idle_s: float = 5.0
     top_k: int = 5

@@ -4,6 +4,9 @@
 rules (:class:`~edge.linking.assignment.MatchingRules`), the gallery bounds
 (:class:`~edge.linking.gallery.GalleryConfig`), persistence and the service's sockets. Load it as
 ``load_config(LinkerConfig, ["configs/linker.yaml"], ["matching.cosine_min_cross=0.35"])``.
+
+The dataclasses are not frozen because ``load_config`` applies ``key=value`` overrides in place
+(read-only OmegaConf nodes, which frozen dataclasses become, refuse that); treat them as values.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from edge.linking.gallery import GalleryConfig
 MODES = ("live", "replay")
 
 
-@dataclass(frozen=True)
+@dataclass
 class PersistenceConfig:
     """Where and how often the linker's state is made durable.
 
@@ -43,7 +46,7 @@ class PersistenceConfig:
             raise ValueError("persistence.snapshot_interval_s and snapshot_every_events must be >= 0")
 
 
-@dataclass(frozen=True)
+@dataclass
 class ServiceConfig:
     """The linker service's sockets and loop.
 
@@ -104,7 +107,7 @@ class ServiceConfig:
             raise ValueError(f"service.stats_interval_s must be > 0, got {self.stats_interval_s}")
 
 
-@dataclass(frozen=True)
+@dataclass
 class LinkerConfig:
     """Everything ``python -m edge.linking`` needs (see ``configs/linker.yaml`` and docs/linker.md)."""
 

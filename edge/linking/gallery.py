@@ -37,7 +37,7 @@ TrackKey = tuple[str, str, int]
 """A camera track: (source producer_id, camera_id, track_id); track ids are local to the first two."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class GalleryConfig:
     """Gallery bounds and storage.
 
