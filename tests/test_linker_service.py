@@ -126,6 +126,7 @@ def test_malformed_truncated_and_foreign_engine_messages_are_counted_and_dropped
             encode(good[1]),
             encode(foreign),  # another engine: refused whole
             encode(good[3]),
+            encode(good[1]),  # a duplicate (seq 1 again): counted, dropped
             encode(wrong_dim),  # 16-d embeddings into a 32-d gallery
             encode(good[5]),
             [bytes(f) for f in encode_message(end_of_producer())],
@@ -142,7 +143,8 @@ def test_malformed_truncated_and_foreign_engine_messages_are_counted_and_dropped
     assert stats["malformed"] == 5
     assert stats["linker"]["foreign_engine_batches"] == 1
     assert stats["linker"]["wrong_dim_batches"] == 1
-    assert stats["received"]["sightings"] == 6  # 4 good + foreign + wrong-dim decoded fine
+    assert stats["received"]["sightings"] == 7  # 4 good + duplicate + foreign + wrong-dim decoded fine
+    assert stats["duplicates"] == 1
     assert stats["linker"]["batches"] == 6 and stats["linker"]["embeddings"] == 4
     assert stats["missed_total"] == 0  # the foreign and wrong-dim batches arrived, and were refused
     (update,) = read_updates(config.updates_path)

@@ -76,6 +76,7 @@ class LinkerService:
         self.recovered: Recovered | None = None
         self._update_seq: dict[str, int] = {}
         self._restarts_seen: dict[tuple[str, str], int] = {}
+        self._duplicates_seen: dict[tuple[str, str], int] = {}
         self._heartbeat_seq = 0
         self._turn = 0
         self._started = time.monotonic()
@@ -201,6 +202,12 @@ class LinkerService:
         events: list[Event] = []
         if isinstance(message, SightingBatch):
             key = (message.producer_id, message.camera_id)
+            duplicates = self.receiver.sequences.duplicates.get(key, 0)
+            if duplicates > self._duplicates_seen.get(key, 0):
+                # A batch at or below a seq already seen: processing it again would count its
+                # sightings twice. Counted by the receiver, dropped here.
+                self._duplicates_seen[key] = duplicates
+                return 0
             if message.seq == 0 and self.receiver.sequences.restarts.get(key, 0) > self._restarts_seen.get(
                 key, 0
             ):
@@ -290,6 +297,7 @@ class LinkerService:
         for name, items in extra.get("sequences", {}).items():
             setattr(seqs, name, {(str(p), str(c)): int(v) for p, c, v in items})
         self._restarts_seen = dict(seqs.restarts)
+        self._duplicates_seen = dict(seqs.duplicates)
         self._update_seq = {str(k): int(v) for k, v in extra.get("update_seq", {}).items()}
         self.ended_producers = set(extra.get("ended_producers", []))
         self.ended_cameras = {(str(p), str(c)) for p, c in extra.get("ended_cameras", [])}
