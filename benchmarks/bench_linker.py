@@ -228,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--snapshot-dir", default="", help="also time a snapshot + recovery in this directory"
     )
+    parser.add_argument(
+        "--reevaluate-every", type=int, default=0, help="matching.reevaluate_every_sightings (0: the default)"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "linker.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # dim,size,dtype: run one configuration here
     args = parser.parse_args(argv)
