@@ -341,7 +341,7 @@ def _pose(person: PersonAppearance, walk_phase: float) -> _Pose:
     torso_depth = 0.062 * person.build
     leg_length = (1.0 - hip_y) - 0.035  # hip to ankle; the foot takes the rest
     thigh, shin = 0.5 * leg_length, 0.5 * leg_length
-    arm = 0.36 * (1.0 - 0.0) * 1.0
+    arm = 0.36  # shoulder to wrist
     upper, fore = 0.52 * arm, 0.48 * arm
     amplitude = person.gait_amplitude
     pose = _Pose(
@@ -479,7 +479,6 @@ def _draw_body(p: _Painter, person: PersonAppearance, pose: _Pose) -> list[tuple
         y0, y1 = pose.hip_y - 0.025, pose.hip_y + 0.07
         half = pose.hip_half * abs(p.cos_f) + pose.torso_depth * abs(p.sin_f)
         cx = p.origin_x
-        label = _BOTTOM if person.lower_garment != "skirt" else _BOTTOM
         p.polygon(
             [
                 (cx - half * s, y0 * s + p.origin_y),
@@ -487,7 +486,7 @@ def _draw_body(p: _Painter, person: PersonAppearance, pose: _Pose) -> list[tuple
                 (cx + 0.6 * half * s, y1 * s + p.origin_y),
                 (cx - 0.6 * half * s, y1 * s + p.origin_y),
             ],
-            label,
+            _BOTTOM,
         )
 
     items.append((0.0, 1, pelvis))
@@ -519,7 +518,6 @@ def _draw_body(p: _Painter, person: PersonAppearance, pose: _Pose) -> list[tuple
         cx, oy = p.origin_x, p.origin_y
         ys, yh = pose.shoulder_y, pose.hip_y
         hem = yh + 0.035
-        points = [(cx - ws * 0.75, ys - 0.012), (cx + ws * 0.75, ys - 0.012)]
         if person.coat:
             knee = 0.5 * (pose.knee[-1][1] + pose.knee[1][1]) + 0.02
             wk = wh * 1.35
@@ -546,7 +544,6 @@ def _draw_body(p: _Painter, person: PersonAppearance, pose: _Pose) -> list[tuple
                 (-ww, (ys + yh) / 2),
                 (-ws, ys + 0.03),
             ]
-        del points
         p.polygon([(cx + x * s, oy + y * s) for x, y in outline], _TOP)
         # neck
         p.polygon(
