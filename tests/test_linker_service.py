@@ -251,12 +251,15 @@ def test_sigkill_mid_replay_keeps_every_published_identity_and_the_replay_comple
         },
     )
     progress = {"sent": 0}
+    killed = threading.Event()
 
     def send_all():
-        for item in messages:
+        for index, item in enumerate(messages):
+            if index == 3 * len(messages) // 4:
+                killed.wait(60)  # however slow the machine, the kill lands before the replay ends
             node.send_frames(encode(item))
             progress["sent"] += 1
-            time.sleep(0.002)  # a paced replay: the kill lands in the middle of it
+            time.sleep(0.002)  # a paced replay: messages are in flight when the kill comes
 
     linker = start_linker(args)
     sender = threading.Thread(target=send_all, daemon=True)
@@ -267,6 +270,7 @@ def test_sigkill_mid_replay_keeps_every_published_identity_and_the_replay_comple
         linker.send_signal(signal.SIGKILL)
         linker.wait(10)
         sent_before_kill.append(progress["sent"])
+        killed.set()
         before = read_updates(log)
         assert progress["sent"] < len(messages), "the replay finished before the kill; slow the sender down"
         restarted = start_linker(args)
@@ -274,6 +278,7 @@ def test_sigkill_mid_replay_keeps_every_published_identity_and_the_replay_comple
         sender.join(30)
         assert not sender.is_alive()
     finally:
+        killed.set()
         for process in (linker, locals().get("restarted")):
             if process is not None and process.poll() is None:
                 process.kill()
@@ -327,7 +332,8 @@ def test_sigkill_mid_replay_keeps_every_published_identity_and_the_replay_comple
 
 @pytest.mark.parametrize("mode", ["live", "replay"])
 def test_slow_linker_live_drops_and_counts_with_bounded_memory_replay_loses_nothing(tmp_path, mode):
-    dim, total = 14336, 1500 if mode == "live" else 300  # full-size float16 embeddings: 28 KiB each
+    # Full-size float16 embeddings, 28 KiB each: replay sends more than loopback TCP buffers hold.
+    dim, total = 14336, 1500 if mode == "live" else 800
     node = Publisher(
         TransportSettings(mode=mode, endpoint="tcp://127.0.0.1:*", send_hwm=10, send_timeout_ms=30000)
     )

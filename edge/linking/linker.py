@@ -714,11 +714,15 @@ class IdentityLinker:
     def from_state(
         cls,
         meta: dict[str, Any],
-        arrays: dict[str, np.ndarray],
+        arrays: dict[str, Any],
         rules: MatchingRules,
         gallery_config: GalleryConfig,
     ) -> IdentityLinker:
-        """Rebuild a linker from :meth:`to_state`'s output (with today's rules and bounds)."""
+        """Rebuild a linker from :meth:`to_state`'s output (with today's rules and bounds).
+
+        ``arrays`` map names to row-indexable arrays (numpy arrays or the snapshot's lazy readers);
+        the prototypes are read one row at a time, in order.
+        """
         linker = cls(rules, gallery_config)
         linker.last_seq = int(meta["last_seq"])
         linker.clock = -math.inf if meta["clock"] is None else float(meta["clock"])

@@ -197,9 +197,57 @@ def save_snapshot(
     return path
 
 
-def load_snapshot(state_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
-    """The snapshot's (meta, arrays), or None when there is none. The arrays are read-only memory
-    maps of the file (rows are read when used).
+class SnapshotArray:
+    """A C-order array stored in the snapshot file, read by chunks of rows with ``os.pread``.
+
+    Not a memory map: restoring a large gallery row by row would otherwise pull the whole file into
+    this process's resident memory next to the rebuilt gallery. ``array[i]`` is row ``i`` (a view
+    of the cached chunk); ``np.asarray(array)`` reads everything (for the small arrays).
+    """
+
+    def __init__(
+        self, path: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...], rows_per_chunk: int = 256
+    ):
+        self.path = path
+        self.offset = offset
+        self.dtype = dtype
+        self.shape = shape
+        self.rows_per_chunk = rows_per_chunk
+        self._row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        self._chunk_start = -1
+        self._chunk: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        if not 0 <= row < self.shape[0]:
+            raise IndexError(f"row {row} out of range for {self.shape[0]} rows")
+        start = row - row % self.rows_per_chunk
+        if start != self._chunk_start:
+            count = min(self.rows_per_chunk, self.shape[0] - start)
+            self._chunk = self._read(start, count)
+            self._chunk_start = start
+        assert self._chunk is not None
+        return self._chunk[row - start]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = self._read(0, self.shape[0])
+        return data if dtype is None else data.astype(dtype)
+
+    def _read(self, start: int, count: int) -> np.ndarray:
+        nbytes = count * self._row_bytes
+        with open(self.path, "rb") as handle:
+            data = os.pread(handle.fileno(), nbytes, self.offset + start * self._row_bytes)
+        if len(data) != nbytes:
+            raise JournalError(f"{self.path}: snapshot ends inside an array")
+        return np.frombuffer(data, dtype=self.dtype).reshape((count, *self.shape[1:]))
+
+
+def load_snapshot(
+    state_dir: str | os.PathLike[str],
+) -> tuple[dict[str, Any], dict[str, SnapshotArray]] | None:
+    """The snapshot's (meta, arrays), or None when there is none (arrays: :class:`SnapshotArray`).
 
     Raises:
         JournalError: a snapshot that cannot be read (atomic writes make that real damage).
@@ -216,18 +264,13 @@ def load_snapshot(state_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], di
             meta = json.loads(handle.read(length))
         start = len(SNAPSHOT_MAGIC) + 8 + length
         size = path.stat().st_size
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, SnapshotArray] = {}
         for name, spec in meta.pop("arrays").items():
             dtype, shape = np.dtype(spec["dtype"]), tuple(int(n) for n in spec["shape"])
-            nbytes = int(np.prod(shape)) * dtype.itemsize
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             if start + int(spec["offset"]) + nbytes > size:
                 raise ValueError(f"array {name} runs past the end of the file")
-            if nbytes == 0:
-                arrays[name] = np.zeros(shape, dtype)
-            else:
-                arrays[name] = np.memmap(
-                    path, dtype, mode="r", offset=start + int(spec["offset"]), shape=shape
-                )
+            arrays[name] = SnapshotArray(path, start + int(spec["offset"]), dtype, shape)
     except (OSError, ValueError, KeyError, struct.error) as exc:
         raise JournalError(f"{path}: unreadable snapshot ({exc})") from exc
     if meta.get("format") != SNAPSHOT_FORMAT:
