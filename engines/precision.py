@@ -65,10 +65,13 @@ FP32_OPS_IN_FP16 = ("InstanceNormalization",)
 # Convolutions whose weight initializer name contains one of these stay in float in the INT8 graph
 # (names come from the exporter, which keeps module paths: model.backbone.mam3.reduce.weight, ...).
 INT8_EXCLUDE_WEIGHTS = (".mam3.", ".mam4.", "pattern.")
-# Worst per-row cosine vs FP32 each conversion must keep on its check images. Measured (CPU,
-# onnxruntime): FP16 >= 0.99999, INT8 >= 0.9997 on the tiny test model; see docs/engines.md.
+# Worst per-image cosine vs FP32 each conversion must keep on its check images (onnxruntime, CPU).
+# Measured: FP16 0.99999 (test model and a model trained on synthetic data); INT8 0.9997 on the
+# random-init test model, 0.982 worst / 0.9925 mean on the trained ResNet-18 (percentile
+# calibration; minmax gave 0.975 / 0.989). INT8 drift is larger on learned weights, hence the
+# looser bound; its accuracy cost is measured with mpanet-eval (docs/engines.md).
 FP16_COSINE_MIN = 0.999
-INT8_COSINE_MIN = 0.98
+INT8_COSINE_MIN = 0.97
 
 _LOG = logging.getLogger(__name__)
 
@@ -166,7 +169,7 @@ def quantize_int8(
     calibration: CalibrationSet,
     output: str | os.PathLike[str] | None = None,
     *,
-    method: str = "minmax",
+    method: str = "percentile",
     batch_size: int = 16,
     exclude_weights: Sequence[str] = INT8_EXCLUDE_WEIGHTS,
     check_images: np.ndarray | None = None,
@@ -178,9 +181,11 @@ def quantize_int8(
         source: an FP32 ``.onnx`` with its sidecar.
         calibration: preprocessed crops of both modalities (:func:`engines.calibration.build_calibration_set`).
         output: default ``<source stem>.int8.onnx`` beside it.
-        method: activation range estimator: ``minmax`` (max |x| seen), ``percentile`` (99.999th
-            percentile of |x|, clips rare outliers) or ``entropy`` (KL divergence, TensorRT's
-            legacy calibrator).
+        method: activation range estimator: ``percentile`` (default: the 99.999th percentile of
+            |x|, clips rare outliers), ``minmax`` (max |x| seen) or ``entropy`` (KL divergence,
+            TensorRT's legacy calibrator). On the trained synthetic model percentile kept the
+            embeddings closest to FP32 (mean cosine 0.9925 vs 0.989 for minmax; entropy gave the
+            same ranges as minmax).
         batch_size: calibration batch size.
         exclude_weights: convolutions whose weight name contains one of these stay in float.
         check_images: (N, 3, H, W) float32 to compare on; default: the calibration images.

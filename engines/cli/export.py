@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     calib.add_argument(
         "--calibration-method",
         choices=("minmax", "percentile", "entropy"),
-        default="minmax",
+        default="percentile",
         help="range estimator",
     )
     calib.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
