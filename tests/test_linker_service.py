@@ -333,7 +333,7 @@ def test_sigkill_mid_replay_keeps_every_published_identity_and_the_replay_comple
 @pytest.mark.parametrize("mode", ["live", "replay"])
 def test_slow_linker_live_drops_and_counts_with_bounded_memory_replay_loses_nothing(tmp_path, mode):
     # Full-size float16 embeddings, 28 KiB each: replay sends more than loopback TCP buffers hold.
-    dim, total = 14336, 1500 if mode == "live" else 800
+    dim, total = 14336, 4000 if mode == "live" else 800
     node = Publisher(
         TransportSettings(mode=mode, endpoint="tcp://127.0.0.1:*", send_hwm=10, send_timeout_ms=30000)
     )
@@ -349,13 +349,14 @@ def test_slow_linker_live_drops_and_counts_with_bounded_memory_replay_loses_noth
     frames = [encode(sighting_batch("cam0", VIS, k, 0.04 * k, [1], person[None])) for k in range(total)]
     try:
         if mode == "live":
-            # Subscriptions take a moment: send until the linker has seen something.
+            # Subscriptions take a moment, and the first batches warm the linker up (gallery,
+            # buffers): send paced until it has handled 10, then measure its memory.
             k = 0
-            while not read_stats(tmp_path).get("received", {}).get("sightings"):
+            while read_stats(tmp_path).get("received", {}).get("sightings", 0) < 10:
                 node.send_frames(frames[k])
                 k += 1
                 time.sleep(0.05)
-                assert linker.poll() is None and k < 100
+                assert linker.poll() is None and k < 200
             start = k
         else:
             start = 0
@@ -401,8 +402,13 @@ def test_slow_linker_live_drops_and_counts_with_bounded_memory_replay_loses_noth
         assert node.dropped > 0 and node.sent + node.dropped >= total + 1
         assert stats["missed_total"] >= node.dropped - (total - 1 - stats["last_seq"]["node0/cam0"])
         assert received + stats["missed_total"] == stats["last_seq"]["node0/cam0"] + 1
-        # 1500 x 28 KiB = 41 MiB went out while the linker slept; its memory did not follow.
-        assert stats["max_rss_mb"] - baseline < 25, (stats["max_rss_mb"], baseline)
+        # 4000 x 28 KiB = 109 MiB went out while the linker slept; its memory did not follow (what
+        # it does grow by is allocator churn, not a queue: it does not scale with the flood).
+        print(
+            f"live: sent {node.sent}, dropped by the node {node.dropped}, linker missed {stats['missed_total']}, "
+            f"received {received}, peak RSS {stats['max_rss_mb']:.0f} MiB vs {baseline:.0f} MiB before"
+        )
+        assert stats["max_rss_mb"] - baseline < 40, (stats["max_rss_mb"], baseline)
 
 
 # ------------------------------------------------------------------------------------------- CLI
