@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "load_average_1_5_15_min_at_end": os.getloadavg(),
         },
         "results": results,
     }
