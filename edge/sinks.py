@@ -17,8 +17,8 @@ from edge.messages import SightingBatch
 from edge.sources.frame import Frame
 
 
-def _colour(track_id: int) -> tuple[int, int, int]:
-    """A stable, distinct BGR colour per track id (golden-angle hue steps)."""
+def id_colour(track_id: int) -> tuple[int, int, int]:
+    """A stable, distinct BGR colour per id (golden-angle hue steps): track ids, global ids."""
     hue = int((track_id * 137.508) % 180)
     bgr = cv2.cvtColor(np.uint8([[[hue, 200, 255]]]), cv2.COLOR_HSV2BGR)[0, 0]
     return int(bgr[0]), int(bgr[1]), int(bgr[2])
@@ -31,7 +31,7 @@ def draw_sightings(frame: Frame, batch: SightingBatch) -> np.ndarray:
     for row, ((x1, y1, x2, y2), track_id, score) in enumerate(
         zip(batch.boxes, batch.track_ids, batch.scores)
     ):
-        colour = _colour(track_id)
+        colour = id_colour(track_id)
         thickness = 2 if row in embedded else 1
         cv2.rectangle(image, (int(x1), int(y1)), (int(x2), int(y2)), colour, thickness)
         cv2.putText(
