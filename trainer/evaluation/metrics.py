@@ -26,6 +26,9 @@ AGW stores its CMC as float32; these functions use float64, so they differ from 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -51,26 +54,36 @@ def evaluate_sysu(
     distmat, q_pids, g_pids = _check(distmat, q_pids, g_pids)
     q_camids = _vector(q_camids, distmat.shape[0], "q_camids")
     g_camids = _vector(g_camids, distmat.shape[1], "g_camids")
-    num_q, num_g = distmat.shape
-    indices = np.argsort(distmat, axis=1)
-    removed = (q_camids == 3)[:, None] & (g_camids == 2)[indices]
-    keep = ~removed
-    matches = (g_pids[indices] == q_pids[:, None]) & keep
-    valid, ap, inp = _ap_inp(matches, keep if removed.any() else None)
+    identities, g_codes, q_codes = _codes(q_pids, g_pids)
+    g_cam2 = g_camids == 2
+    # Gallery columns grouped by identity, for the first-occurrence positions of each identity.
+    by_identity = np.argsort(g_codes, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(g_codes[by_identity]) != 0])
 
-    # Unique-identity CMC: 0-based rank of the true identity among the distinct identities of the kept
-    # ranking = number of identities whose first kept position comes before the true identity's.
-    identities, codes = np.unique(g_pids, return_inverse=True)
-    position = np.empty((num_q, num_g), dtype=np.int32)
-    sentinel = np.int32(num_g)  # removed items never come "first"
-    ranks = np.broadcast_to(np.arange(num_g, dtype=np.int32), (num_q, num_g))
-    np.put_along_axis(position, indices, np.where(keep, ranks, sentinel), axis=1)
-    by_identity = np.argsort(codes, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(codes[by_identity]) != 0])
-    first = np.minimum.reduceat(position[:, by_identity], starts, axis=1)  # (Q, num identities)
-    q_code = np.clip(np.searchsorted(identities, q_pids), 0, identities.size - 1)
-    true_first = first[np.arange(num_q), q_code]
-    unique_rank = np.count_nonzero(first < true_first[:, None], axis=1)
+    def rows(chunk: slice) -> tuple[np.ndarray, ...]:
+        indices = np.argsort(distmat[chunk], axis=1)
+        num_q, num_g = indices.shape
+        keep = None
+        if np.any(q_camids[chunk] == 3):
+            keep = ~((q_camids[chunk] == 3)[:, None] & g_cam2[indices])
+        codes = g_codes[indices]
+        matches = codes == q_codes[chunk, None]
+        if keep is not None:
+            matches &= keep
+        valid, ap, inp = _ap_inp(matches, keep)
+        # Unique-identity CMC: 0-based rank of the true identity among the distinct identities of the
+        # kept ranking = number of identities whose first kept position comes before the true one's.
+        ranks = np.broadcast_to(np.arange(num_g, dtype=np.int32), (num_q, num_g))
+        if keep is not None:
+            ranks = np.where(keep, ranks, np.int32(num_g))  # removed items never come first
+        position = np.empty((num_q, num_g), dtype=np.int32)
+        np.put_along_axis(position, indices, ranks, axis=1)
+        first = np.minimum.reduceat(position[:, by_identity], starts, axis=1)  # (q, identities)
+        true_first = first[np.arange(num_q), np.maximum(q_codes[chunk], 0)]
+        unique_rank = np.count_nonzero(first < true_first[:, None], axis=1)
+        return valid, ap, inp, unique_rank
+
+    valid, ap, inp, unique_rank = _by_chunks(rows, distmat.shape[0])
     return _summary(unique_rank[valid], identities.size, valid, ap, inp)
 
 
@@ -85,14 +98,45 @@ def evaluate_regdb(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray) 
         ValueError: shapes that do not fit, or no query with a true match.
     """
     distmat, q_pids, g_pids = _check(distmat, q_pids, g_pids)
-    indices = np.argsort(distmat, axis=1)
-    matches = g_pids[indices] == q_pids[:, None]
-    valid, ap, inp = _ap_inp(matches, None)
-    first_match = np.argmax(matches, axis=1)
+    _, g_codes, q_codes = _codes(q_pids, g_pids)
+
+    def rows(chunk: slice) -> tuple[np.ndarray, ...]:
+        indices = np.argsort(distmat[chunk], axis=1)
+        matches = g_codes[indices] == q_codes[chunk, None]
+        valid, ap, inp = _ap_inp(matches, None)
+        return valid, ap, inp, np.argmax(matches, axis=1)
+
+    valid, ap, inp, first_match = _by_chunks(rows, distmat.shape[0])
     return _summary(first_match[valid], distmat.shape[1], valid, ap, inp)
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
+_CHUNK_ROWS = 256  # queries per work item: bounds memory at a few (256, G) arrays
+
+
+def _by_chunks(work: Callable[[slice], tuple[np.ndarray, ...]], num_rows: int) -> tuple[np.ndarray, ...]:
+    """Run ``work`` over row chunks (in threads: numpy's sort and gathers release the GIL), concatenate.
+
+    Each query row is ranked on its own (``np.argsort`` along axis 1 does the same row by row), so
+    the result does not depend on the chunking.
+    """
+    chunks = [slice(start, min(start + _CHUNK_ROWS, num_rows)) for start in range(0, num_rows, _CHUNK_ROWS)]
+    threads = min(len(chunks), os.cpu_count() or 1, 8)
+    if threads <= 1:
+        parts = [work(chunk) for chunk in chunks]
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            parts = list(pool.map(work, chunks))
+    return tuple(np.concatenate(column) for column in zip(*parts))
+
+
+def _codes(q_pids: np.ndarray, g_pids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gallery identities, compact int32 gallery codes, query codes (-1: identity not in the gallery)."""
+    identities, g_codes = np.unique(g_pids, return_inverse=True)
+    position = np.clip(np.searchsorted(identities, q_pids), 0, identities.size - 1)
+    q_codes = np.where(identities[position] == q_pids, position, -1)
+    return identities, g_codes.astype(np.int32), q_codes.astype(np.int32)
 
 
 def _ap_inp(matches: np.ndarray, keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
