@@ -33,7 +33,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ __all__ = [
     "FP32_OPS_IN_FP16",
     "INT8_COSINE_MIN",
     "INT8_EXCLUDE_WEIGHTS",
+    "INT8_TARGETS",
     "PrecisionError",
     "PrecisionResult",
     "compare_onnx",
@@ -65,6 +66,8 @@ FP32_OPS_IN_FP16 = ("InstanceNormalization",)
 # Convolutions whose weight initializer name contains one of these stay in float in the INT8 graph
 # (names come from the exporter, which keeps module paths: model.backbone.mam3.reduce.weight, ...).
 INT8_EXCLUDE_WEIGHTS = (".mam3.", ".mam4.", "pattern.")
+# Who runs the INT8 graph: TensorRT (symmetric int8 activations) or onnxruntime on a CPU (uint8).
+INT8_TARGETS = ("tensorrt", "cpu")
 # Worst per-image cosine vs FP32 each conversion must keep on its check images (onnxruntime, CPU).
 # Measured: FP16 0.99999 (test model and a model trained on synthetic data); INT8 0.9997 on the
 # random-init test model, 0.982 worst / 0.9925 mean on the trained ResNet-18 (percentile
@@ -174,13 +177,20 @@ def quantize_int8(
     exclude_weights: Sequence[str] = INT8_EXCLUDE_WEIGHTS,
     check_images: np.ndarray | None = None,
     cosine_min: float = INT8_COSINE_MIN,
+    target: str = "tensorrt",
 ) -> PrecisionResult:
     """FP32 ONNX -> INT8 Q/DQ ONNX calibrated on ``calibration`` (onnxruntime's static quantizer).
 
     Args:
         source: an FP32 ``.onnx`` with its sidecar.
         calibration: preprocessed crops of both modalities (:func:`engines.calibration.build_calibration_set`).
-        output: default ``<source stem>.int8.onnx`` beside it.
+        output: default ``<source stem>.int8.onnx`` (target ``tensorrt``) or ``<source stem>.int8-cpu.onnx``
+            (target ``cpu``) beside it.
+        target: ``tensorrt``: int8 activations, symmetric (zero point 0), as TensorRT's explicit
+            quantization requires. ``cpu``: uint8 activations with a zero point (asymmetric) and
+            int8 weights, the combination onnxruntime's x86 kernels run fastest (u8 x s8 dot
+            products, AVX-512 VNNI / AVX2); it also spends all 256 levels on post-ReLU (non-negative)
+            activations. A ``cpu`` graph is refused by ``mpanet-build-engine``.
         method: activation range estimator: ``percentile`` (default: the 99.999th percentile of
             |x|, clips rare outliers), ``minmax`` (max |x| seen) or ``entropy`` (KL divergence,
             TensorRT's legacy calibrator). On the trained synthetic model percentile kept the
@@ -207,6 +217,8 @@ def quantize_int8(
     }
     if method not in methods:
         raise PrecisionError(f"calibration method must be one of {sorted(methods)}, got {method!r}")
+    if target not in INT8_TARGETS:
+        raise PrecisionError(f"INT8 target must be one of {INT8_TARGETS}, got {target!r}")
     started = time.perf_counter()
     source, sidecar = _fp32_source(source)
     h, w = sidecar.preprocessing.height, sidecar.preprocessing.width
@@ -214,24 +226,26 @@ def quantize_int8(
         raise PrecisionError(
             f"calibration images are {calibration.images.shape[1:]}, the engine takes (3, {h}, {w})"
         )
-    output = Path(output) if output is not None else source.with_name(f"{source.stem}.int8.onnx")
+    suffix = ".int8.onnx" if target == "tensorrt" else ".int8-cpu.onnx"
+    output = Path(output) if output is not None else source.with_name(f"{source.stem}{suffix}")
     model = onnx.load(str(source))
     excluded = _excluded_convs(model, exclude_weights)
     input_name = sidecar.input_name
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter(calibration.batches(batch_size))
+            self._batches = _equal_batches(calibration.images, batch_size)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self._batches, None)
             return None if batch is None else {input_name: batch}
 
         def rewind(self) -> None:
-            self._batches = iter(calibration.batches(batch_size))
+            self._batches = _equal_batches(calibration.images, batch_size)
 
+    tensorrt = target == "tensorrt"
     extra: dict[str, Any] = {
-        "ActivationSymmetric": True,  # TensorRT: int8 Q/DQ with zero point 0
+        "ActivationSymmetric": tensorrt,  # TensorRT: int8 Q/DQ with zero point 0
         "WeightSymmetric": True,
         "QuantizeBias": False,  # float biases; TensorRT fuses them into the int8 convolution
     }
@@ -250,14 +264,14 @@ def quantize_int8(
             op_types_to_quantize=["Conv"],
             per_channel=True,
             reduce_range=False,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=excluded,
             calibrate_method=methods[method],
             extra_options=extra,
         )
         onnx.checker.check_model(str(tmp), full_check=True)
-        summary = verify_onnx_precision(tmp, "int8")
+        summary = verify_onnx_precision(tmp, "int8", int8_target=target)
         images = calibration.images if check_images is None else check_images
         cos_min, cos_mean = _compare_or_fail(source, tmp, images, cosine_min, "int8")
         new_sidecar = _derived_sidecar(
@@ -269,7 +283,8 @@ def quantize_int8(
             {
                 "quantizer": "onnxruntime.quantization.quantize_static (QDQ)",
                 "calibration": {**calibration.describe(), "method": method, "batch_size": batch_size},
-                "activations": "int8 per-tensor symmetric",
+                "target": target,
+                "activations": "int8 per-tensor symmetric" if tensorrt else "uint8 per-tensor asymmetric",
                 "weights": "int8 per-output-channel symmetric",
                 "quantized_ops": ["Conv"],
                 "float_nodes": excluded,
@@ -292,6 +307,7 @@ def onnx_precision_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         ``initializers``: count per element type name of the float/int8 initializers;
         ``quantize_nodes`` / ``dequantize_nodes``: Q/DQ counts; ``quantized_activation_types``:
         element types of QuantizeLinear outputs (from their zero points);
+        ``quantized_activations_symmetric``: every QuantizeLinear zero point is 0;
         ``instance_norm_input_types``: element type of every InstanceNormalization data input;
         ``io_types``: element types of graph inputs and outputs.
     """
@@ -303,13 +319,15 @@ def onnx_precision_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         name = onnx.TensorProto.DataType.Name(init.data_type)
         initializers[name] = initializers.get(name, 0) + 1
     init_by_name = {i.name: i for i in model.graph.initializer}
+    quantize = [
+        n
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in init_by_name
+    ]
     quant_types = sorted(
-        {
-            onnx.TensorProto.DataType.Name(init_by_name[n.input[2]].data_type)
-            for n in model.graph.node
-            if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in init_by_name
-        }
+        {onnx.TensorProto.DataType.Name(init_by_name[n.input[2]].data_type) for n in quantize}
     )
+    symmetric = all(not np.any(onnx.numpy_helper.to_array(init_by_name[n.input[2]])) for n in quantize)
     norm_inputs = [
         onnx.TensorProto.DataType.Name(types.get(n.input[0], 0))
         for n in model.graph.node
@@ -320,6 +338,7 @@ def onnx_precision_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         "quantize_nodes": sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear"),
         "dequantize_nodes": sum(1 for n in model.graph.node if n.op_type == "DequantizeLinear"),
         "quantized_activation_types": quant_types,
+        "quantized_activations_symmetric": symmetric,
         "instance_norm_input_types": norm_inputs,
         "io_types": {
             v.name: onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type)
@@ -330,14 +349,18 @@ def onnx_precision_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def verify_onnx_precision(
-    path: str | os.PathLike[str], precision: str, keep_fp32_ops: Sequence[str] = FP32_OPS_IN_FP16
+    path: str | os.PathLike[str],
+    precision: str,
+    keep_fp32_ops: Sequence[str] = FP32_OPS_IN_FP16,
+    int8_target: str | None = None,
 ) -> dict[str, Any]:
     """Assert that an ONNX graph holds ``precision`` (``fp32`` | ``fp16`` | ``int8``); returns the summary.
 
     * fp32: no float16 initializers and no Q/DQ nodes.
     * fp16: float16 weights, every InstanceNormalization input float32 (when ``InstanceNormalization``
       is in ``keep_fp32_ops``), float32 graph I/O.
-    * int8: QuantizeLinear nodes producing INT8 (symmetric int8, what TensorRT takes), float32 I/O.
+    * int8: QuantizeLinear nodes, float32 I/O; with ``int8_target="tensorrt"`` every one produces
+      INT8 with zero point 0 (what TensorRT's explicit quantization takes), with ``"cpu"`` UINT8.
 
     Raises:
         PrecisionError: the graph does not hold what was asked.
@@ -361,11 +384,21 @@ def verify_onnx_precision(
                 f"{name}: InstanceNormalization inputs must be float32, got {summary['instance_norm_input_types']}"
             )
     elif precision == "int8":
-        if not summary["quantize_nodes"] or summary["quantized_activation_types"] != ["INT8"]:
+        types = summary["quantized_activation_types"]
+        if not summary["quantize_nodes"] or not set(types) <= {"INT8", "UINT8"}:
             raise PrecisionError(
-                f"{name}: expected int8 QuantizeLinear nodes, found {summary['quantize_nodes']} with types "
-                f"{summary['quantized_activation_types']}"
+                f"{name}: expected int8 QuantizeLinear nodes, found {summary['quantize_nodes']} with types {types}"
             )
+        if int8_target == "tensorrt" and (
+            types != ["INT8"] or not summary["quantized_activations_symmetric"]
+        ):
+            raise PrecisionError(
+                f"{name}: TensorRT needs symmetric int8 Q/DQ (zero point 0), this graph quantizes activations "
+                f"to {types} (symmetric: {summary['quantized_activations_symmetric']}); it is an onnxruntime CPU "
+                "graph: make a TensorRT one with `mpanet-export ... --int8`"
+            )
+        if int8_target == "cpu" and types != ["UINT8"]:
+            raise PrecisionError(f"{name}: expected uint8 activations for the CPU INT8 graph, got {types}")
     else:
         raise PrecisionError(f"unknown precision {precision!r}; expected fp32, fp16 or int8")
     return summary
@@ -444,6 +477,20 @@ def _compare_or_fail(
             f"over {len(cosines)} images"
         )
     return worst, mean
+
+
+def _equal_batches(images: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """Batches of one size: the last is topped up from the first images.
+
+    onnxruntime's histogram calibrators (percentile, entropy) stack the per-batch outputs and fail on
+    a shorter last batch; repeating a few images barely changes a range estimate.
+    """
+    size = max(1, min(batch_size, images.shape[0]))
+    for start in range(0, images.shape[0], size):
+        batch = images[start : start + size]
+        if batch.shape[0] < size:
+            batch = np.concatenate([batch, images[: size - batch.shape[0]]])
+        yield np.ascontiguousarray(batch)
 
 
 def _sort_topologically(graph: onnx.GraphProto) -> None:

@@ -270,7 +270,8 @@ def build_engine(
         )
     from engines.precision import verify_onnx_precision
 
-    onnx_summary = verify_onnx_precision(onnx_path, precision)
+    # An INT8 graph must be the symmetric int8 Q/DQ kind TensorRT takes (not the CPU/onnxruntime one).
+    onnx_summary = verify_onnx_precision(onnx_path, precision, int8_target="tensorrt")
     plan_path = Path(plan_path) if plan_path is not None else onnx_path.with_suffix(".plan")
     log_path = plan_path.with_name(plan_path.name + ".build.log")
     layers_path = plan_path.with_name(plan_path.name + ".layers.json")

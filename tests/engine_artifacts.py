@@ -61,6 +61,13 @@ def tiny_int8(base: Path) -> Path:
     return quantize_int8(tiny_engine(base).onnx, calibration_set(48)).artifact
 
 
+@functools.cache
+def tiny_int8_cpu(base: Path) -> Path:
+    from engines.precision import quantize_int8
+
+    return quantize_int8(tiny_engine(base).onnx, calibration_set(40), target="cpu").artifact  # ragged: 16+16+8
+
+
 def calibration_set(count: int, seed: int = 1):
     """Synthetic calibration crops of both modalities, preprocessed (no files needed)."""
     from engines.calibration import CalibrationSet

@@ -78,11 +78,12 @@ def test_checkpoint_and_all_variants_in_one_table(
         "mpanet.onnx",
         "mpanet.fp16.onnx",
         "mpanet.int8.onnx",
+        "mpanet.int8-cpu.onnx",
         "mpanet.global512.onnx",
         "mpanet.pca8.onnx",
     ]
     by_label = {r["label"]: r for r in rows}
-    assert [r["precision"] for r in rows[:4]] == ["fp32", "fp32", "fp16", "int8"]
+    assert [r["precision"] for r in rows[:5]] == ["fp32", "fp32", "fp16", "int8", "int8"]
     assert by_label["tiny.pt"]["backend"] == "torch" and by_label["mpanet.onnx"]["backend"] == "onnxruntime"
     # The same network through torch and onnxruntime: same embeddings, same accuracy.
     assert by_label["mpanet.onnx"]["cosine_vs_reference"][1] >= 0.9999
@@ -90,6 +91,7 @@ def test_checkpoint_and_all_variants_in_one_table(
         assert by_label["mpanet.onnx"]["metrics_percent"][metric] == pytest.approx(value, abs=1e-6)
     assert by_label["mpanet.fp16.onnx"]["cosine_vs_reference"][1] >= 0.999
     assert by_label["mpanet.int8.onnx"]["cosine_vs_reference"][1] >= 0.99
+    assert by_label["mpanet.int8-cpu.onnx"]["cosine_vs_reference"][1] >= 0.99
     assert by_label["mpanet.global512.onnx"]["embedding_dim"] == 512
     assert by_label["mpanet.pca8.onnx"]["cosine_vs_reference"] is None  # another embedding space
     protocols = by_label["mpanet.int8.onnx"]["results"]["protocols"]

@@ -25,6 +25,7 @@ from engine_artifacts import (
     tiny_engine,
     tiny_fp16,
     tiny_int8,
+    tiny_int8_cpu,
 )
 
 from engines.calibration import CalibrationError, build_calibration_set, guess_modality
@@ -57,6 +58,11 @@ def fp16(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_int8(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def int8_cpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_int8_cpu(tmp_path_factory.getbasetemp())
 
 
 # ---------------------------------------------------------------------------------------------- FP16
@@ -133,6 +139,21 @@ def test_int8_runs_on_cpu_close_to_fp32(engine: TinyEngine, int8: Path) -> None:
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
 
 
+def test_int8_cpu_graph_uses_uint8_activations_and_runs_close_to_fp32(
+    engine: TinyEngine, int8_cpu: Path
+) -> None:
+    assert int8_cpu.name == "tiny.int8-cpu.onnx"
+    summary = verify_onnx_precision(int8_cpu, "int8", int8_target="cpu")
+    assert summary["quantized_activation_types"] == ["UINT8"]
+    assert not summary["quantized_activations_symmetric"]  # zero points shift the uint8 range
+    with pytest.raises(PrecisionError, match="TensorRT needs symmetric int8"):
+        verify_onnx_precision(int8_cpu, "int8", int8_target="tensorrt")
+    sidecar = load_sidecar(int8_cpu)
+    assert sidecar.precision == "int8" and sidecar.source["conversion"]["target"] == "cpu"
+    assert sidecar.engine_id != load_sidecar(engine.onnx).engine_id
+    assert compare_onnx(engine.onnx, int8_cpu, images(8, seed=31)).min() >= INT8_COSINE_FLOOR
+
+
 def test_int8_conversion_fails_loudly_on_drift_and_bad_calibration(
     engine: TinyEngine, tmp_path: Path
 ) -> None:
@@ -146,6 +167,8 @@ def test_int8_conversion_fails_loudly_on_drift_and_bad_calibration(
         quantize_int8(engine.onnx, wrong, target)
     with pytest.raises(PrecisionError, match="method"):
         quantize_int8(engine.onnx, calibration_set(4), target, method="magic")
+    with pytest.raises(PrecisionError, match="target"):
+        quantize_int8(engine.onnx, calibration_set(4), target, target="tpu")
 
 
 # ------------------------------------------------------------------------------------- calibration

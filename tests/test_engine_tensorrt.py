@@ -13,10 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine_artifacts import HEIGHT, WIDTH, TinyEngine, images, tiny_engine, tiny_fp16, tiny_int8
+from engine_artifacts import (
+    HEIGHT,
+    WIDTH,
+    TinyEngine,
+    images,
+    tiny_engine,
+    tiny_fp16,
+    tiny_int8,
+    tiny_int8_cpu,
+)
 from fake_tensorrt import fake_output, make_cudart, make_tensorrt
 
 import engines.tensorrt as trt_module
+from engines.precision import PrecisionError
 from engines.runtime import load_embedder
 from engines.sidecar import load_sidecar
 from engines.tensorrt import (
@@ -94,9 +104,14 @@ def test_inspector_json_of_both_schemas_is_counted() -> None:
     assert inspector_precisions({"Layers": ["conv", "relu"]}) == {}
 
 
-def test_precision_mismatch_is_refused_before_touching_tensorrt(fp16: Path) -> None:
+def test_precision_mismatch_is_refused_before_touching_tensorrt(
+    fp16: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     with pytest.raises(TensorRTBuildError, match="strongly typed"):
         build_engine(fp16, precision="int8")
+    # The onnxruntime CPU INT8 graph (uint8 activations) is not what TensorRT's Q/DQ takes.
+    with pytest.raises(PrecisionError, match="TensorRT needs symmetric int8"):
+        build_engine(tiny_int8_cpu(tmp_path_factory.getbasetemp()))
     with pytest.raises(ValueError, match="min_batch"):
         build_engine(fp16, min_batch=4, opt_batch=2, max_batch=8)
 

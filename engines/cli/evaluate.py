@@ -7,7 +7,8 @@ mpanet-eval --config configs/sysu.yaml data.root=/data/SYSU-MM01 --checkpoint be
 
 ``--checkpoint`` runs the checkpoint through the torch backend; each ``--engine`` (``.onnx`` or
 ``.plan``) through its runtime. ``--variants`` exports the checkpoint to ONNX FP32, FP16 and INT8
-(calibrated on the dataset's training split) plus the ``--compression`` variants, and evaluates them
+(TensorRT's symmetric Q/DQ and the onnxruntime CPU uint8 graph, calibrated on the dataset's training
+split) plus the ``--compression`` variants, and evaluates them
 all: the comparison table (torch FP32 vs ONNX FP32 vs FP16 vs INT8 [vs compressed]) of one
 checkpoint. The first artifact is the reference for the embedding-agreement column.
 
@@ -182,9 +183,13 @@ def _export_variants(args: argparse.Namespace, cfg: Any, folder: Path) -> list[s
     _LOG.info("ONNX FP16: cosine vs FP32 min %.6f", fp16.cosine_min)
     train = dataset_items(cfg.data.dataset, cfg.data.root, split="train", regdb_trial=cfg.data.regdb_trial)
     calibration = build_calibration_set(train, fp32.sidecar.preprocessing, count=args.calibration_count)
-    int8 = quantize_int8(fp32.artifact, calibration)
-    _LOG.info("ONNX INT8 (%s): cosine vs FP32 min %.6f", calibration.counts(), int8.cosine_min)
-    made = [str(fp32.artifact), str(fp16.artifact), str(int8.artifact)]
+    made = [str(fp32.artifact), str(fp16.artifact)]
+    for target in ("tensorrt", "cpu"):
+        int8 = quantize_int8(fp32.artifact, calibration, target=target)
+        _LOG.info(
+            "ONNX INT8 for %s (%s): cosine vs FP32 min %.6f", target, calibration.counts(), int8.cosine_min
+        )
+        made.append(str(int8.artifact))
     for spec in args.compression:
         kind, _, dim_text = spec.partition(":")
         if kind == "global":

@@ -4,6 +4,7 @@ mpanet-export runs/sysu/checkpoints/best.pt -o engines/mpanet.onnx
 mpanet-export best.pt -o engines/mpanet.onnx --fp16
 mpanet-export best.pt -o engines/mpanet.onnx --int8 --calibration-dataset sysu --data-root /data/SYSU-MM01
 mpanet-export best.pt -o engines/mpanet.onnx --int8 --calibration /data/crops/visible /data/crops/thermal
+mpanet-export best.pt -o engines/mpanet.onnx --int8-cpu --calibration-dataset sysu --data-root /data/SYSU-MM01
 
 Every artifact gets a JSON sidecar beside it (``<artifact>.json``). The FP32 export fails (exit 1,
 nothing written) when onnxruntime and torch disagree (worst cosine < --cosine-min at batch 1, 7, 32).
@@ -40,7 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fp16", action="store_true", help="also write <stem>.fp16.onnx (MAM instance norms FP32)"
     )
-    parser.add_argument("--int8", action="store_true", help="also write <stem>.int8.onnx (Q/DQ, calibrated)")
+    parser.add_argument(
+        "--int8", action="store_true", help="also write <stem>.int8.onnx (symmetric int8 Q/DQ for TensorRT)"
+    )
+    parser.add_argument(
+        "--int8-cpu",
+        action="store_true",
+        help="also write <stem>.int8-cpu.onnx (uint8 activations: the fast onnxruntime CPU graph)",
+    )
     calib = parser.add_argument_group("INT8 calibration (a few hundred crops of both modalities)")
     calib.add_argument(
         "--calibration", nargs="*", default=[], help="image files or folders (modality guessed)"
@@ -73,9 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     summary: list[dict[str, Any]] = []
     try:
-        if args.int8 and not (args.calibration or args.calibration_dataset):
+        int8_targets = [t for t, wanted in (("tensorrt", args.int8), ("cpu", args.int8_cpu)) if wanted]
+        if int8_targets and not (args.calibration or args.calibration_dataset):
             raise ValueError(
-                "--int8 needs --calibration PATH... or --calibration-dataset NAME --data-root ROOT"
+                "--int8/--int8-cpu need --calibration PATH... or --calibration-dataset NAME --data-root ROOT"
             )
         exported = export_onnx(
             args.checkpoint,
@@ -92,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.fp16:
             fp16 = convert_fp16(exported.artifact)
             summary.append(_row(fp16.artifact, fp16.sidecar, cosine_vs_fp32_min=round(fp16.cosine_min, 6)))
-        if args.int8:
+        if int8_targets:
             calibration = calibration_from_args(
                 exported.sidecar.preprocessing,
                 images=args.calibration,
@@ -102,15 +111,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 count=args.calibration_count,
                 seed=args.seed,
             )
-            int8 = quantize_int8(exported.artifact, calibration, method=args.calibration_method)
-            summary.append(
-                _row(
-                    int8.artifact,
-                    int8.sidecar,
-                    cosine_vs_fp32_min=round(int8.cosine_min, 6),
-                    calibration=calibration.counts(),
+            for target in int8_targets:
+                int8 = quantize_int8(
+                    exported.artifact, calibration, method=args.calibration_method, target=target
                 )
-            )
+                summary.append(
+                    _row(
+                        int8.artifact,
+                        int8.sidecar,
+                        target=target,
+                        cosine_vs_fp32_min=round(int8.cosine_min, 6),
+                        calibration=calibration.counts(),
+                    )
+                )
     except (ExportError, PrecisionError, SidecarError, CheckpointError, ValueError, OSError) as exc:
         print(f"mpanet-export: {exc}", file=sys.stderr)
         return 1
