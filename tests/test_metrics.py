@@ -184,14 +184,30 @@ def test_metrics_agree_with_the_per_query_reference_on_random_inputs(ties: bool)
 
 def test_full_size_case_matches_reference_on_a_query_subset():
     # Realistic SYSU structure (96 ids, IR queries, 10 images per id and camera) at full gallery size;
-    # the reference runs on 200 queries to stay fast.
+    # the reference runs on 600 queries (three chunks of rows, ranked in threads) to stay fast.
     rng = np.random.default_rng(7)
     g_pids = np.repeat(np.arange(96), 30)[:3010]
     g_cams = rng.choice([1, 2, 4, 5], g_pids.size)
-    q_pids = rng.integers(0, 96, 200)
-    q_cams = rng.choice([3, 6], 200)
-    distmat = rng.random((200, g_pids.size)).astype(np.float32)
+    q_pids = rng.integers(0, 96, 600)
+    q_cams = rng.choice([3, 6], 600)
+    distmat = rng.random((600, g_pids.size)).astype(np.float32)
     result = evaluate_sysu(distmat, q_pids, g_pids, q_cams, g_cams)
     cmc, m_ap, m_inp = reference_metrics(distmat, q_pids, g_pids, q_cams, g_cams, sysu=True)
     np.testing.assert_allclose(result["cmc"], cmc, atol=1e-6, rtol=0)
     assert abs(result["mAP"] - m_ap) < 1e-6 and abs(result["mINP"] - m_inp) < 1e-6
+
+
+def test_results_do_not_depend_on_the_row_chunking(monkeypatch: pytest.MonkeyPatch):
+    from trainer.evaluation import metrics
+
+    rng = np.random.default_rng(3)
+    distmat, q_pids, g_pids, q_cams, g_cams = _random_case(rng, ties=True)
+    whole_sysu = evaluate_sysu(distmat, q_pids, g_pids, q_cams, g_cams)
+    whole_regdb = evaluate_regdb(distmat, q_pids, g_pids)
+    monkeypatch.setattr(metrics, "_CHUNK_ROWS", 3)
+    for whole, chunked in (
+        (whole_sysu, evaluate_sysu(distmat, q_pids, g_pids, q_cams, g_cams)),
+        (whole_regdb, evaluate_regdb(distmat, q_pids, g_pids)),
+    ):
+        np.testing.assert_array_equal(whole["cmc"], chunked["cmc"])
+        assert whole["mAP"] == chunked["mAP"] and whole["mINP"] == chunked["mINP"]

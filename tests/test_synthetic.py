@@ -166,6 +166,7 @@ def test_sysu_writer_is_deterministic_and_writes_the_official_structure(tmp_path
     parsed = {k: [int(x) for x in v.split(",")] for k, v in ids.items()}
     assert (len(parsed["test"]), len(parsed["val"]), len(parsed["train"])) == (2, 1, 3)
     assert sorted(sum(parsed.values(), [])) == list(range(1, 7))
+    assert b"Created on" not in (root / "exp" / "rand_perm_cam.mat").read_bytes()[:116]  # no timestamp
     perm = scipy.io.loadmat(root / "exp" / "rand_perm_cam.mat")["rand_perm_cam"]
     assert perm.shape == (6, 1)
     for cam in range(1, 7):

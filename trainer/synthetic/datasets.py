@@ -18,6 +18,7 @@ the worker count does not matter). A ``synthetic.json`` summary is written last.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ import cv2
 import numpy as np
 
 from trainer.common import Modality
-from trainer.common.files import atomic_write_text
+from trainer.common.files import atomic_write_bytes, atomic_write_text
 from trainer.synthetic.crops import REGDB_CAMERA_STYLES, SYSU_CAMERA_STYLES, render_crop, sample_pose
 from trainer.synthetic.person import sample_appearance
 
@@ -54,6 +55,7 @@ _VISIBLE_CAMS = (1, 2, 4, 5)
 _INFRARED_CAMS = (3, 6)
 _NUM_TRIALS = 10
 _JPEG_QUALITY = 92
+_MAT_HEADER = b"MATLAB 5.0 MAT-file, written by trainer.synthetic (mpanet-edge)".ljust(116, b" ")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,11 +189,13 @@ def save_rand_perm(
                 [rng.permutation(n) + 1 for _ in range(_NUM_TRIALS)], dtype=dtype
             ).reshape(_NUM_TRIALS, n)
         cells[cam - 1, 0] = column
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    scipy.io.savemat(tmp, {"rand_perm_cam": cells}, do_compression=True)
-    os.replace(tmp, target)
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {"rand_perm_cam": cells}, do_compression=True)
+    data = bytearray(buffer.getvalue())
+    # The MAT 5 header's first 116 bytes are free text with a creation time; a fixed text keeps the
+    # file a deterministic function of the arguments.
+    data[:116] = _MAT_HEADER
+    atomic_write_bytes(path, bytes(data))
 
 
 def write_sysu(
