@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import multiprocessing
 import os
 import shutil
 from collections.abc import Callable, Iterable, Sequence
@@ -113,7 +114,11 @@ def _run(tasks: Sequence[Any], worker: Callable[[Any], int], workers: int, progr
             if bar is not None:
                 bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: callers may have torch/OpenMP threads running, which forked children can
+        # deadlock on; the workers only need this light module.
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
             for count in pool.map(worker, tasks, chunksize=max(1, len(tasks) // (workers * 8))):
                 done += count
                 if bar is not None:
