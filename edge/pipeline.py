@@ -285,7 +285,7 @@ def _finish(
         "identity_updates": len(updates),
         "identities": len({u["global_id"] for u in updates}),
     }
-    stats_file = Path(linker.persistence.state_dir) / "stats.json"
+    stats_file = Path(linker.persistence.state_dir) / "linker_stats.json"
     if stats_file.is_file():
         with contextlib.suppress(ValueError):
             summary["linker_stats"] = json.loads(stats_file.read_text())
