@@ -290,7 +290,7 @@ def _demo_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "overrides", nargs="*", help="key=value, e.g. scene.people=8 output_dir=outputs/demo2"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     files = args.config if args.config is not None else [REPO / "configs" / "demo.yaml"]
     try:
         demo = load_config(DemoConfig, files, args.overrides)
@@ -314,7 +314,7 @@ def _all_main(argv: Sequence[str]) -> int:
     parser.add_argument("--config", action="append", required=True, help="pipeline YAML (repeatable)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. nodes.0.sources.0.path=a.mp4")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         config = load_config(PipelineConfig, args.config, args.overrides)
         result = run_pipeline(config, progress=not args.no_progress)

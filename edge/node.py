@@ -558,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. mode=live")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_node_config(args.config, args.overrides)

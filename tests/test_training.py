@@ -211,3 +211,5 @@ def test_cli_reports_errors_without_a_traceback(tmp_path):
 
     assert main([*TINY, "loss.mml=maybe"]) == 2
     assert main([*TINY, f"data.root={tmp_path / 'missing'}"]) == 2
+    # Options and overrides may be mixed in any order (argparse's intermixed parsing).
+    assert main(["--no-progress", *TINY[:3], "--resume", *TINY[3:], f"data.root={tmp_path / 'missing'}"]) == 2

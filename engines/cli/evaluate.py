@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     configure_logging(False)
     from engines.evaluation import comparison_markdown, evaluate_artifacts
     from engines.export import ExportError

@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mpanet-info", description=__doc__)
     parser.add_argument("--config", action="append", default=[], help="YAML config file (repeatable)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.arch=resnet18")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         print(format_summary(summarize_model(args.config, args.overrides)))
     except ConfigError as exc:
