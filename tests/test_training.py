@@ -213,3 +213,40 @@ def test_cli_reports_errors_without_a_traceback(tmp_path):
     assert main([*TINY, f"data.root={tmp_path / 'missing'}"]) == 2
     # Options and overrides may be mixed in any order (argparse's intermixed parsing).
     assert main(["--no-progress", *TINY[:3], "--resume", *TINY[3:], f"data.root={tmp_path / 'missing'}"]) == 2
+
+
+def test_ddp_under_torchrun_on_cpu(tiny_sysu, tmp_path):
+    """Two gloo processes share each batch's identities; rank 0 writes the run folder."""
+    out = tmp_path / "ddp"
+    overrides = [
+        *TINY,
+        f"data.root={tiny_sysu}",
+        f"run.output_dir={out}",
+        f"model.num_classes={_num_train_ids(tiny_sysu)}",
+    ]
+    overrides += ["optim.epochs=1", "optim.milestones=[1]", "eval.start_epoch=1", "eval.trials=1"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "trainer.cli.train",
+        "--no-progress",
+        *overrides,
+    ]
+    done = subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (out / "checkpoints" / "final.pt").is_file()
+    last = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert last["world_size"] == 2
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r for r in records if r["kind"] == "train"] and [r for r in records if r["kind"] == "eval"]

@@ -165,8 +165,10 @@ class Trainer:
             model_cfg = dataclasses.replace(model_cfg, pretrained=None)  # weights come from the checkpoint
         model = build_mpanet(model_cfg).to(self.ctx.device)
         if self.ctx.distributed:
-            # One BN over the global batch, as the single-GPU recipe has.
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if self.ctx.device.type == "cuda":
+                # One BN over the global batch, as the single-GPU recipe has (SyncBatchNorm is CUDA-only;
+                # CPU processes under gloo keep per-process batch statistics).
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
             device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
         return model
