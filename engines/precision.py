@@ -69,10 +69,10 @@ INT8_EXCLUDE_WEIGHTS = (".mam3.", ".mam4.", "pattern.")
 # Who runs the INT8 graph: TensorRT (symmetric int8 activations) or onnxruntime on a CPU (uint8).
 INT8_TARGETS = ("tensorrt", "cpu")
 # Worst per-image cosine vs FP32 each conversion must keep on its check images (onnxruntime, CPU).
-# Measured: FP16 0.99999 (test model and a model trained on synthetic data); INT8 0.9997 on the
-# random-init test model, 0.982 worst / 0.9925 mean on the trained ResNet-18 (percentile
-# calibration; minmax gave 0.975 / 0.989). INT8 drift is larger on learned weights, hence the
-# looser bound; its accuracy cost is measured with mpanet-eval (docs/engines.md).
+# Measured: FP16 0.99999 (test model and models trained on synthetic data); INT8 0.9997 on the
+# random-init test model, 0.982-0.990 worst on synthetic-trained ResNet-18s (percentile calibration;
+# minmax gave 0.975 on the weaker one). INT8 drift is larger on learned weights, hence the looser
+# bound; its accuracy cost is measured with mpanet-eval (docs/engines.md).
 FP16_COSINE_MIN = 0.999
 INT8_COSINE_MIN = 0.97
 
@@ -193,7 +193,7 @@ def quantize_int8(
             activations. A ``cpu`` graph is refused by ``mpanet-build-engine``.
         method: activation range estimator: ``percentile`` (default: the 99.999th percentile of
             |x|, clips rare outliers), ``minmax`` (max |x| seen) or ``entropy`` (KL divergence,
-            TensorRT's legacy calibrator). On the trained synthetic model percentile kept the
+            TensorRT's legacy calibrator). On a synthetic-trained model percentile kept the
             embeddings closest to FP32 (mean cosine 0.9925 vs 0.989 for minmax; entropy gave the
             same ranges as minmax).
         batch_size: calibration batch size.
