@@ -133,10 +133,12 @@ def prepare_demo_model(demo: DemoConfig) -> Path:
     cache = (Path(demo.cache_dir) if demo.cache_dir else default_cache_dir()) / f"demo-model-{key}"
     model = cache / "mpanet-demo.onnx"
     with _locked(cache / ".lock"):
+        data_root = cache / "data"
         if model.is_file() and (cache / "mpanet-demo.onnx.json").is_file():
+            if not (cache / "mpanet-demo.onnx.linking.json").is_file():
+                _calibrate_linking(model, data_root)
             print(f"[demo] model: {model} (cached)")
             return model
-        data_root = cache / "data"
         if not (data_root / "synthetic.json").is_file():
             from trainer.synthetic.datasets import write_sysu
 
@@ -180,7 +182,20 @@ def prepare_demo_model(demo: DemoConfig) -> Path:
 
         print("[demo] exporting to ONNX (parity checked against torch)")
         export_onnx(final, model)
+        _calibrate_linking(model, data_root)
     return model
+
+
+def _calibrate_linking(model: Path, data_root: Path) -> None:
+    """Linker thresholds for this model, measured on the held-out people of its synthetic set."""
+    from engines.linking_thresholds import calibrate_artifact
+
+    print("[demo] measuring the linker's cosine thresholds on held-out people")
+    result = calibrate_artifact(model, data_root)
+    print(
+        f"[demo]   same modality >= {result['cosine_min_same']:.3f} (AUC {result['same']['auc']:.3f}), "
+        f"cross modality >= {result['cosine_min_cross']:.3f} (AUC {result['cross']['auc']:.3f})"
+    )
 
 
 def run_demo(demo: DemoConfig) -> dict[str, Any]:
@@ -234,9 +249,21 @@ def run_demo(demo: DemoConfig) -> dict[str, Any]:
                 outputs=OutputConfig(),
             )
         )
-    linker = load_config(LinkerConfig, [REPO / demo.linker_config], demo.linker_overrides)
+    linker_overrides = list(demo.linker_overrides)
+    from engines.linking_thresholds import load_linking_thresholds
+    from engines.sidecar import load_sidecar
+
+    thresholds = load_linking_thresholds(model, load_sidecar(model).engine_id)
+    explicit = any(o.startswith("matching.cosine_min_") for o in linker_overrides)
+    if thresholds and not explicit:  # the model's measured thresholds, unless set explicitly
+        linker_overrides = [
+            f"matching.cosine_min_same={thresholds['cosine_min_same']:.4f}",
+            f"matching.cosine_min_cross={thresholds['cosine_min_cross']:.4f}",
+            *linker_overrides,
+        ]
+    linker = load_config(LinkerConfig, [REPO / demo.linker_config], linker_overrides)
     pipeline = PipelineConfig(
-        output_dir=str(out), mode="replay", nodes=nodes, linker=linker, ground_truth=truth
+        output_dir=str(out), mode="replay", nodes=nodes, linker=linker, ground_truth=truth, fresh=True
     )
     print("[demo] running the nodes and the linker over loopback ZeroMQ")
     result = run_pipeline(pipeline, progress=demo.progress)

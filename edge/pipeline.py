@@ -49,6 +49,9 @@ class PipelineConfig:
         side_by_side: write ``side_by_side.mp4`` (all file-source cameras, boxes by global identity).
         video_fourcc: codec of that video (``mp4v`` -> .mp4, ``MJPG`` -> .avi).
         stop_timeout_s: how long to wait for a role to stop cleanly before killing it.
+        fresh: start a new run: clear the linker state, sightings and logs of a previous run in
+            ``output_dir`` first. ``false`` (default) resumes: a linker that finds its snapshot and
+            journal continues from them (after a crash, nothing it published is lost).
     """
 
     output_dir: str = "outputs/pipeline"
@@ -59,6 +62,7 @@ class PipelineConfig:
     side_by_side: bool = True
     video_fourcc: str = "mp4v"
     stop_timeout_s: float = 30.0
+    fresh: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in ("live", "replay"):
@@ -146,9 +150,16 @@ def run_pipeline(config: PipelineConfig, progress: bool = True) -> PipelineResul
         PipelineError: a role exited with an error (its log file is named).
     """
     out = Path(config.output_dir)
+    nodes, linker = prepare(config)
+    if config.fresh:
+        import shutil
+
+        for folder in (Path(linker.persistence.state_dir), out / "sightings", out / "logs"):
+            shutil.rmtree(folder, ignore_errors=True)
+        for node in nodes:
+            Path(node.outputs.sightings_jsonl).unlink(missing_ok=True)
     for folder in ("configs", "logs", "sightings"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    nodes, linker = prepare(config)
     save_resolved_config(config, out / "configs" / "pipeline.yaml")
     linker_yaml = save_resolved_config(linker, out / "configs" / "linker.yaml")
     roles: dict[str, subprocess.Popen] = {}
