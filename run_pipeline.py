@@ -198,8 +198,12 @@ def _calibrate_linking(model: Path, data_root: Path) -> None:
     )
 
 
-def run_demo(demo: DemoConfig) -> dict[str, Any]:
-    """The whole demo; returns the summary dict (also written to ``<output_dir>/summary.json``)."""
+def run_demo(demo: DemoConfig, scene_identities: tuple[int, tuple[int, ...]] | None = None) -> dict[str, Any]:
+    """The whole demo; returns the summary dict (also written to ``<output_dir>/summary.json``).
+
+    ``scene_identities``: ``(dataset_seed, pids)`` makes the scene's people look like those
+    identities of a synthetic dataset (the end-to-end test uses people its small model knows).
+    """
     from edge.config import (
         DetectorConfig,
         EmbedderConfig,
@@ -219,7 +223,14 @@ def run_demo(demo: DemoConfig) -> dict[str, Any]:
     scene_dir = out / "scene"
     s = demo.scene
     settings = SceneSettings(
-        seed=s.seed, duration_s=s.duration_s, fps=s.fps, width=s.width, height=s.height, num_people=s.people
+        seed=s.seed,
+        duration_s=s.duration_s,
+        fps=s.fps,
+        width=s.width,
+        height=s.height,
+        num_people=s.people,
+        dataset_seed=scene_identities[0] if scene_identities else None,
+        dataset_pids=scene_identities[1] if scene_identities else (),
     )
     print(f"[demo] rendering the two-camera scene ({s.people} people, {s.duration_s:g} s) in {scene_dir}")
     scene = json.loads(write_scene(settings, scene_dir, progress=demo.progress).read_text())

@@ -150,15 +150,25 @@ def calibrate_artifact(
     dataset_root: str | os.PathLike[str],
     progress: bool = False,
     embed: Callable[[np.ndarray], np.ndarray] | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
-    """Measure thresholds for an engine on a SYSU-MM01-layout test split and save them beside it."""
+    """Measure thresholds for an engine on a SYSU-MM01-layout split and save them beside it.
+
+    ``split``: ``test`` (people the model never saw: what a deployment meets) or ``train`` (people
+    it was trained on, for pipelines that watch exactly those people, such as the end-to-end test).
+    """
     from engines.runtime import load_embedder
-    from trainer.data import sysu_mm01
+    from trainer.data import load_train_samples, sysu_mm01
     from trainer.evaluation.features import extract_features
 
     embedder = load_embedder(artifact)
-    test_set = sysu_mm01.load_test_set(dataset_root)
-    samples = test_set.query + test_set.gallery_pool
+    if split == "test":
+        test_set = sysu_mm01.load_test_set(dataset_root)
+        samples = test_set.query + test_set.gallery_pool
+    elif split == "train":
+        samples = list(load_train_samples(dataset_root, "sysu"))
+    else:
+        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
     h, w = embedder.input_size
     features = extract_features(
         samples, embed or embedder.embed, height=h, width=w, batch_size=64, progress=progress
@@ -168,6 +178,6 @@ def calibrate_artifact(
         features, [s.pid for s in samples], [s.camid for s in samples], [str(s.modality) for s in samples]
     )
     save_linking_thresholds(
-        result, artifact, embedder.engine_id, f"SYSU-MM01-layout test split at {dataset_root}"
+        result, artifact, embedder.engine_id, f"SYSU-MM01-layout {split} split at {dataset_root}"
     )
     return result

@@ -191,3 +191,25 @@ def test_end_to_end_embedder_runs_on_synthetic_sets(sysu_root: Path, tmp_path: P
     assert results["protocols"]["visible_to_thermal"]["num_trials"] == 2
     assert "standard CMC" in results["cmc"]
     write_report(results, tmp_path / "regdb-report")
+
+
+def test_a_protocol_with_an_empty_gallery_is_skipped_and_reported(sysu_root: Path, tmp_path: Path):
+    """Small synthetic sets may have no test identity in the indoor cameras: skipped, not a crash."""
+    import dataclasses
+
+    test_set = sysu_mm01.load_test_set(sysu_root, gallery_sampling="agw")
+    outdoor_only = dataclasses.replace(
+        test_set, gallery_pool=[s for s in test_set.gallery_pool if s.camid in (4, 5)]
+    )
+    rng = np.random.default_rng(0)
+    results = evaluate_sysu_protocols(
+        rng.normal(size=(len(outdoor_only.query), 8)),
+        rng.normal(size=(len(outdoor_only.gallery_pool), 8)),
+        outdoor_only,
+        protocols=[("all", 1), ("indoor", 1)],
+        trials=[0, 1],
+    )
+    assert results["protocols"]["indoor_1shot"]["skipped"].startswith("the gallery is empty")
+    assert results["protocols"]["all_1shot"]["num_trials"] == 2
+    paths = write_report(results, tmp_path / "report", name="sysu")
+    assert "| indoor_1shot | 0 | skipped: the gallery is empty" in paths["markdown"].read_text()

@@ -16,6 +16,7 @@ a nearer person). Everything is a function of the seed: the same seed renders th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from edge.sources.frame import SourceError
 from edge.sources.readers import FrameReader
 from trainer.common.files import atomic_write_text
 from trainer.common.modality import Modality
+from trainer.synthetic.datasets import appearance_rng
 from trainer.synthetic.person import PersonAppearance, render_person, sample_appearance
 
 WORLD_LENGTH_M = 20.0
@@ -62,6 +64,9 @@ class SceneSettings:
     Attributes:
         seed: everything random derives from it. duration_s, fps: length and frame rate.
         width, height: frame size in pixels. num_people: people walking through (global ids 1..n).
+        dataset_seed, dataset_pids: optionally, the people are identities of a synthetic dataset
+            (``trainer.synthetic`` written with ``dataset_seed``): person i looks like dataset
+            identity ``dataset_pids[i]``. For tests that need people a small model was trained on.
     """
 
     seed: int = 0
@@ -70,6 +75,8 @@ class SceneSettings:
     width: int = 640
     height: int = 480
     num_people: int = 6
+    dataset_seed: int | None = None
+    dataset_pids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if (
@@ -80,6 +87,10 @@ class SceneSettings:
             or self.num_people < 0
         ):
             raise ValueError(f"invalid scene settings {self}")
+        if self.dataset_seed is not None and len(self.dataset_pids) < self.num_people:
+            raise ValueError(
+                f"dataset_pids must name one identity per person ({self.num_people}), got {self.dataset_pids}"
+            )
 
     @property
     def num_frames(self) -> int:
@@ -125,7 +136,15 @@ class SyntheticScene:
         latest_start = max(settings.duration_s * 0.6, 1e-3)
         for index in range(settings.num_people):
             global_id = index + 1
-            self.appearances[global_id] = sample_appearance(global_id, rng)
+            appearance = sample_appearance(
+                global_id, rng
+            )  # drawn always: the rest of the scene stays the same
+            if settings.dataset_seed is not None:
+                pid = settings.dataset_pids[index]
+                appearance = dataclasses.replace(
+                    sample_appearance(pid, appearance_rng(settings.dataset_seed, pid)), global_id=global_id
+                )
+            self.appearances[global_id] = appearance
             speed = float(rng.uniform(1.1, 1.7))
             rightwards = bool(rng.integers(0, 2))
             self.walkers.append(

@@ -46,6 +46,9 @@ def results_table_markdown(results: dict[str, Any]) -> str:
     lines.append("| protocol | trials | " + " | ".join(label for _, label in _COLUMNS) + " |")
     lines.append("|---|---|" + "---|" * len(_COLUMNS))
     for name, protocol in results["protocols"].items():
+        if "skipped" in protocol:
+            lines.append(f"| {name} | 0 | skipped: {protocol['skipped']} |" + " |" * (len(_COLUMNS) - 1))
+            continue
         cells = []
         for key, _ in _COLUMNS:
             mean, std = 100 * protocol["mean"][key], 100 * protocol["std"][key]
@@ -63,6 +66,8 @@ def plot_cmc(results: dict[str, Any], path: str | os.PathLike[str], *, max_rank:
 
     figure, axes = plt.subplots(figsize=(6, 4.5), dpi=120)
     for name, protocol in results["protocols"].items():
+        if "skipped" in protocol:
+            continue
         cmc = np.asarray(protocol["cmc_mean"])[:max_rank] * 100
         axes.plot(np.arange(1, cmc.size + 1), cmc, marker="o", markersize=3, label=name)
     axes.set_xlabel("rank")

@@ -43,6 +43,10 @@ def evaluate_during_training(
         results = evaluate_sysu_embedder(
             cfg.data.root, protocols=protocols, trials=range(cfg.eval.trials), **common
         )
+        if "skipped" in results["protocols"]["all_1shot"]:
+            raise ValueError(
+                f"cannot evaluate {cfg.data.root}: {results['protocols']['all_1shot']['skipped']}"
+            )
         chosen = results["protocols"]["all_1shot"]["mean"]
         selection_name = "sysu all-search single-shot rank1"
         selection = chosen["rank1"]
@@ -58,6 +62,8 @@ def evaluate_during_training(
     write_report(results, out_dir)
     summary = {k: float(chosen[k]) for k in ("rank1", "mAP", "mINP")}
     for name, protocol in results["protocols"].items():
+        if "skipped" in protocol:
+            continue
         for metric in ("rank1", "rank10", "mAP", "mINP"):
             summary[f"{name}/{metric}"] = float(protocol["mean"][metric])
     return {

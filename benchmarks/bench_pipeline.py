@@ -1,0 +1,165 @@
+"""End-to-end pipeline speed on this machine: one RGB + one thermal 640x480 stream, two edge nodes and
+the linker as separate processes over loopback ZeroMQ, offline detectors (HOG on RGB, hot regions on
+thermal), ByteTrack, the embedder (onnxruntime, CPU) and the linker.
+
+Two runs per model:
+
+- **replay**: every frame as fast as the pipeline can go -> frames/s (both cameras together);
+- **live**: the videos played as cameras in real time (10 fps each, latest frame wins, drops
+  counted) -> frames/s actually processed, drop rate, and latency from capture to identity event
+  (the linker's publish time minus the frame's capture time, p50/p95 over identity updates).
+
+Models: ``small`` (the demo recipe: ResNet-18 at 96x48) and ``default`` (ResNet-50 at 384x128),
+random weights (their cost does not depend on the weights), exported to ONNX FP32.
+
+    python benchmarks/bench_pipeline.py            # writes benchmarks/results/pipeline_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+MODELS = {
+    "small": {"arch": "resnet18", "height": 96, "width": 48},
+    "default": {"arch": "resnet50", "height": 384, "width": 128},
+}
+
+
+def node_reports(out: Path) -> list[dict[str, Any]]:
+    reports = []
+    for log in sorted((out / "logs").glob("node-*.log")):
+        text = log.read_text(errors="replace")
+        start = text.rfind("\n{")
+        reports.append(json.loads(text[start:]) if start >= 0 else {})
+    return reports
+
+
+def run(model: Path, scene: dict[str, Any], scene_dir: Path, out: Path, mode: str) -> dict[str, Any]:
+    from edge.config import (
+        DetectorConfig,
+        EmbedderConfig,
+        LiveConfig,
+        NodeConfig,
+        SourceConfig,
+        TransportConfig,
+    )
+    from edge.linking.config import LinkerConfig
+    from edge.linking.publishing import read_updates
+    from edge.pipeline import PipelineConfig, run_pipeline
+    from trainer.common.configuring import load_config
+
+    nodes = []
+    for camera in scene["cameras"]:
+        source = SourceConfig(
+            camera_id=camera["camera_id"],
+            modality=camera["modality"],
+            kind="file",
+            path=str(scene_dir / camera["video"]),
+            fps=scene["settings"]["fps"],
+            detector=DetectorConfig(name="hog" if camera["modality"] == "visible" else "thermal"),
+            live=LiveConfig(reconnect=False),
+        )
+        nodes.append(
+            NodeConfig(
+                producer_id=f"node-{camera['camera_id']}",
+                mode=mode,
+                sources=[source],
+                embedder=EmbedderConfig(path=str(model)),
+                transport=TransportConfig(endpoint="auto"),
+            )
+        )
+    linker = load_config(LinkerConfig, [REPO / "configs" / "linker.yaml"])
+    config = PipelineConfig(
+        output_dir=str(out), mode=mode, nodes=nodes, linker=linker, side_by_side=False, fresh=True
+    )
+    started = time.perf_counter()
+    result = run_pipeline(config, progress=False)
+    wall = time.perf_counter() - started
+    reports = node_reports(out)
+    frames = sum(sum(r.get("frames", {}).values()) for r in reports)
+    dropped = sum(sum(r.get("frames_dropped", {}).values()) for r in reports)
+    busy = max((r.get("duration_s", 0.0) for r in reports), default=0.0)
+    updates = read_updates(result.identity_updates)
+    latency = np.asarray([u["send_ts"] - u["capture_ts"] for u in updates]) * 1000.0
+    row: dict[str, Any] = {
+        "mode": mode,
+        "frames_processed": frames,
+        "frames_dropped": dropped,
+        "node_seconds": round(busy, 2),
+        "frames_per_second": frames / busy if busy else 0.0,
+        "wall_seconds_with_startup": round(wall, 1),
+        "sightings": result.summary.get("sightings"),
+        "identity_updates": len(updates),
+    }
+    if mode == "live" and len(latency):
+        row["latency_ms_capture_to_identity"] = {
+            "p50": float(np.percentile(latency, 50)),
+            "p95": float(np.percentile(latency, 95)),
+            "n": int(len(latency)),
+        }
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default="small,default")
+    parser.add_argument("--duration-s", type=float, default=20.0)
+    parser.add_argument("--people", type=int, default=6)
+    parser.add_argument("--work", default="/tmp/bench-pipeline")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "pipeline_cpu.json"))
+    args = parser.parse_args()
+    from edge.scene.generator import SceneSettings, write_scene
+    from engines.export import export_model
+    from trainer.common.files import atomic_write_text
+    from trainer.model import build_mpanet
+
+    work = Path(args.work)
+    scene_dir = work / "scene"
+    settings = SceneSettings(
+        seed=3, duration_s=args.duration_s, fps=10.0, width=640, height=480, num_people=args.people
+    )
+    scene = json.loads(write_scene(settings, scene_dir).read_text())
+    report: dict[str, Any] = {
+        "machine": f"{os.cpu_count()} CPU cores",
+        "load_average_before": os.getloadavg(),
+        "scene": {
+            "cameras": 2,
+            "size": "640x480",
+            "fps": 10,
+            "duration_s": args.duration_s,
+            "people": args.people,
+        },
+        "detectors": "hog (RGB), thermal (IR)",
+        "tracker": "bytetrack",
+        "backend": "onnxruntime CPU FP32",
+        "models": {},
+    }
+    for name in args.models.split(","):
+        spec = MODELS[name]
+        model_path = work / f"{name}.onnx"
+        if not model_path.is_file():
+            export_model(build_mpanet(**spec, num_classes=100).eval(), model_path)
+        rows = [
+            run(model_path, scene, scene_dir, work / f"{name}-{mode}", mode) for mode in ("replay", "live")
+        ]
+        report["models"][name] = {**spec, "runs": rows}
+        print(name, json.dumps(rows, indent=1), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(args.out), json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
