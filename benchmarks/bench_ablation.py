@@ -27,6 +27,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.report_file import machine_info, write_report  # noqa: E402
 
 VARIANTS = {
     "full MPANet": [],
@@ -103,7 +104,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Synthetic SYSU-layout set: {report['dataset']['ids']} identities ({report['dataset']['test_ids']} held out), "
         f"seed {report['dataset']['seed']}; recipe configs/synthetic-cpu.yaml; all-search single-shot, "
-        f"{report['trials']} trials; {report['machine']}.",
+        f"{report['trials']} trials; {report['machine']['cpus']} CPU cores.",
         "",
         "| variant | R1 | R10 | mAP | mINP | train images/s | peak memory (MiB) | wall time |",
         "|---|---|---|---|---|---|---|---|",
@@ -156,7 +157,7 @@ def main() -> None:
             "seed": args.seed,
         },
         "trials": 10,
-        "machine": f"{os.cpu_count()} CPU cores",
+        "machine": machine_info(),
         "chance": chance_level(root, trials=10),
         "variants": {},
     }
@@ -173,7 +174,7 @@ def main() -> None:
     report["full_minus_ablated_rank1"] = full - ablated
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+    write_report(out.with_suffix(".json"), report)
     atomic_write_text(out.with_suffix(".md"), markdown(report))
     print(markdown(report))
 

@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -42,7 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer.common.files import atomic_write_text  # noqa: E402
+from benchmarks.report_file import machine_info, write_report  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -298,17 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/bench_linker.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "index": "exact inner product: faiss IndexFlatIP (float32) / IndexScalarQuantizer QT_fp16 (float16)",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_average_1_5_15_min_at_end": os.getloadavg(),
-        },
+        "machine": machine_info(),
         "results": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return 0
 
 

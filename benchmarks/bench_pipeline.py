@@ -29,6 +29,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.report_file import machine_info, write_report  # noqa: E402
 
 MODELS = {
     "small": {"arch": "resnet18", "height": 96, "width": 48},
@@ -123,7 +124,6 @@ def main() -> None:
     args = parser.parse_args()
     from edge.scene.generator import SceneSettings, write_scene
     from engines.export import export_model
-    from trainer.common.files import atomic_write_text
     from trainer.model import build_mpanet
 
     work = Path(args.work)
@@ -133,7 +133,6 @@ def main() -> None:
     )
     scene = json.loads(write_scene(settings, scene_dir).read_text())
     report: dict[str, Any] = {
-        "machine": f"{os.cpu_count()} CPU cores",
         "load_average_before": os.getloadavg(),
         "scene": {
             "cameras": 2,
@@ -157,8 +156,8 @@ def main() -> None:
         ]
         report["models"][name] = {**spec, "runs": rows}
         print(name, json.dumps(rows, indent=1), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.out), json.dumps(report, indent=2) + "\n")
+    report["machine"] = machine_info()
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

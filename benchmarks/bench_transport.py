@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer.common.files import atomic_write_text  # noqa: E402
+from benchmarks.report_file import machine_info, write_report  # noqa: E402
 
 
 def make_frames(dim: int, sightings: int, seq: int) -> list[bytes]:
@@ -139,17 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "edge.transport Publisher -> Subscriber over loopback, receiver decodes every batch",
         "command": "python benchmarks/bench_transport.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_average_1_5_15_min_at_end": os.getloadavg(),
-        },
+        "machine": machine_info(),
         "results": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return 0
 
 
