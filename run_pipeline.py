@@ -282,6 +282,11 @@ def run_demo(demo: DemoConfig, scene_identities: tuple[int, tuple[int, ...]] | N
         "model": str(model),
         "detector": demo.detector,
         "scene": dataclasses.asdict(s),
+        "linker_thresholds": {
+            "cosine_min_same": linker.matching.cosine_min_same,
+            "cosine_min_cross": linker.matching.cosine_min_cross,
+            "from": "measured for the model" if thresholds and not explicit else demo.linker_config,
+        },
         **result.summary,
     }
     from trainer.common.files import atomic_write_text
@@ -314,6 +319,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"- video: {summary.get('side_by_side', 'none')}",
         f"- model: {summary.get('model')}",
     ]
+    if "linker_thresholds" in summary:
+        t = summary["linker_thresholds"]
+        lines.append(
+            f"- linker thresholds: cosine >= {t['cosine_min_same']:.3f} same modality, "
+            f">= {t['cosine_min_cross']:.3f} across modalities ({t['from']})"
+        )
     return "\n".join(lines) + "\n"
 
 
