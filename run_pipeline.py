@@ -219,6 +219,8 @@ def run_demo(demo: DemoConfig, scene_identities: tuple[int, tuple[int, ...]] | N
 
     out = Path(demo.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if demo.progress:
+        _print_models(demo)
     model = Path(demo.model) if demo.model else prepare_demo_model(demo)
     scene_dir = out / "scene"
     s = demo.scene
@@ -294,6 +296,19 @@ def run_demo(demo: DemoConfig, scene_identities: tuple[int, tuple[int, ...]] | N
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     atomic_write_text(out / "summary.md", format_summary(summary))
     return summary
+
+
+def _print_models(demo: DemoConfig) -> None:
+    """The default MPANet (what configs/sysu.yaml trains) and the small one the demo trains."""
+    from trainer.cli.info import summarize_model
+
+    default = summarize_model(overrides=["model.pretrained=null"])
+    small = summarize_model([REPO / demo.recipe], ["model.pretrained=null", *demo.train_overrides])
+    for name, info in (("default MPANet (ResNet-50, 384x128)", default), ("demo MPANet", small)):
+        print(
+            f"[demo] {name}: {info['parameters']:,} parameters, embedding size {info['embedding_dim']}, "
+            f"input {info['input'][1]}x{info['input'][2]}, {info['arch']}"
+        )
 
 
 def format_summary(summary: dict[str, Any]) -> str:
