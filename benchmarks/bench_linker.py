@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report_file import machine_info, write_report  # noqa: E402
+from trainer.common.memory import peak_rss_mb  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -180,7 +180,7 @@ def run_one(
         path = save_snapshot(snapshot_dir, linker)
         snapshot["snapshot_s"] = time.perf_counter() - t
         snapshot["snapshot_mb"] = path.stat().st_size / 2**20
-        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        peak_before = peak_rss_mb()
         del gallery
         linker = None
         t = time.perf_counter()
@@ -206,7 +206,7 @@ def run_one(
         "decisions": counters.decisions_new + counters.decisions_matched + counters.decisions_revised,
         "gallery_mb": gallery_mb,
         "rss_mb_after_build": built_rss,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_mb": peak_rss_mb(),
         "build_s": build_s,
         "faiss_threads": faiss.omp_get_max_threads(),
         **snapshot,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from edge.linking.persistence import Journal, Recovered, recover, save_snapshot
 from edge.linking.publishing import UpdateLog, build_update, encode_publication
 from edge.messages import Decoded, EndOfStream, Heartbeat, IdentityUpdate, MessageReceiver, SightingBatch
 from trainer.common.files import atomic_write_text
+from trainer.common.memory import peak_rss_mb
 
 LOG = logging.getLogger("edge.linking")
 STATS_NAME = "linker_stats.json"
@@ -374,7 +374,7 @@ class LinkerService:
             "snapshots": self.snapshots,
             "ended_producers": sorted(self.ended_producers),
             "ended_cameras": sorted(f"{p}/{c}" for p, c in self.ended_cameras),
-            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+            "max_rss_mb": peak_rss_mb(),
         }
 
     def _write_stats(self, stats: dict[str, Any]) -> None:

@@ -12,7 +12,6 @@ import collections
 import dataclasses
 import logging
 import math
-import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from trainer.checkpoint import read_checkpoint, save_checkpoint
 from trainer.common.configuring import config_to_yaml, save_resolved_config
+from trainer.common.memory import peak_rss_mb
 from trainer.config import TrainConfig
 from trainer.losses import MPANetObjective, mean_update_rate
 from trainer.model import MPANet, build_mpanet
@@ -452,4 +452,4 @@ def peak_memory_mb(device: torch.device) -> float:
     """Peak memory of this process: CUDA allocator peak on GPU, max RSS on CPU (MiB)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mb()
