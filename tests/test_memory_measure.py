@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import numpy as np
-
 from conftest import REPO_ROOT
 
 CHILD = "from trainer.common.memory import peak_rss_mb; import resource; print(peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
