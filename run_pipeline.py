@@ -215,7 +215,7 @@ def run_demo(demo: DemoConfig, scene_identities: tuple[int, tuple[int, ...]] | N
     from edge.linking.config import LinkerConfig
     from edge.pipeline import PipelineConfig, run_pipeline
     from edge.scene.generator import SceneSettings, write_scene
-    from trainer.common.configuring import load_config
+    from trainer.common.configuring import load_config, settings_from
 
     out = Path(demo.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,12 +224,9 @@ def run_demo(demo: DemoConfig, scene_identities: tuple[int, tuple[int, ...]] | N
     model = Path(demo.model) if demo.model else prepare_demo_model(demo)
     scene_dir = out / "scene"
     s = demo.scene
-    settings = SceneSettings(
-        seed=s.seed,
-        duration_s=s.duration_s,
-        fps=s.fps,
-        width=s.width,
-        height=s.height,
+    settings = settings_from(
+        SceneSettings,
+        s,
         num_people=s.people,
         dataset_seed=scene_identities[0] if scene_identities else None,
         dataset_pids=scene_identities[1] if scene_identities else (),

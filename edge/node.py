@@ -38,6 +38,7 @@ from edge.sinks import AnnotatedVideoWriter, SightingsLog
 from edge.sources.frame import Frame, SourceError, StreamEnd
 from edge.sources.streams import FrameSource
 from edge.tracking import CameraTracker, TrackerSettings
+from trainer.common.configuring import settings_from
 
 log = logging.getLogger(__name__)
 
@@ -433,16 +434,8 @@ def build_source(config: Any, mode: str) -> FrameSource:
             return readers.UsbReader(config.device_index)
         from edge.scene import SceneSettings, SyntheticSceneReader
 
-        s = config.synthetic
-        settings = SceneSettings(
-            seed=s.seed,
-            duration_s=s.duration_s,
-            fps=s.fps,
-            width=s.width,
-            height=s.height,
-            num_people=s.num_people,
-        )
-        return SyntheticSceneReader(settings, camera=s.camera)
+        settings = settings_from(SceneSettings, config.synthetic)
+        return SyntheticSceneReader(settings, camera=config.synthetic.camera)
 
     if mode == "replay":
         return ReplaySource(
@@ -479,21 +472,11 @@ def build_node(config: Any, *, embedder: Any | None = None, publisher: Any | Non
     cameras = []
     for source_config in config.sources:
         detector = build_detector(source_config.detector.name, **dict(source_config.detector.settings))
-        t = config.tracker
         cameras.append(
             Camera(
                 source=build_source(source_config, config.mode),
                 detector=detector,
-                tracker_settings=TrackerSettings(
-                    kind=t.kind,
-                    track_high_thresh=t.track_high_thresh,
-                    track_low_thresh=t.track_low_thresh,
-                    new_track_thresh=t.new_track_thresh,
-                    match_thresh=t.match_thresh,
-                    fuse_score=t.fuse_score,
-                    max_age_s=t.max_age_s,
-                    gmc_method=t.gmc_method,
-                ),
+                tracker_settings=settings_from(TrackerSettings, config.tracker),
                 default_fps=source_config.fps or 25.0,
             )
         )
@@ -504,38 +487,19 @@ def build_node(config: Any, *, embedder: Any | None = None, publisher: Any | Non
     if publisher is None:
         from edge.transport import Publisher, TransportSettings
 
-        tc = config.transport
-        publisher = Publisher(
-            TransportSettings(
-                mode=config.mode,
-                endpoint=tc.endpoint,
-                bind=tc.bind,
-                send_hwm=tc.send_hwm,
-                linger_ms=tc.linger_ms,
-                send_timeout_ms=tc.send_timeout_ms,
-                heartbeat_ivl_ms=tc.heartbeat_ivl_ms,
-                heartbeat_timeout_ms=tc.heartbeat_timeout_ms,
-            )
-        )
+        publisher = Publisher(settings_from(TransportSettings, config.transport, mode=config.mode))
     out = config.outputs
     writer = None
     if out.annotated_video_dir:
         fps = next((s.fps for s in config.sources if s.fps), None) or 25.0
         writer = AnnotatedVideoWriter(out.annotated_video_dir, fps=fps, fourcc=out.video_fourcc)
-    c = config.crops
     return EdgeNode(
         config.producer_id,
         config.mode,
         cameras,
         publisher,
         embedder=embedder,
-        crop_gate=CropGate(
-            min_height_px=c.min_height_px,
-            min_width_px=c.min_width_px,
-            border_margin_px=c.border_margin_px,
-            reject_cut=c.reject_cut,
-            full_quality_height_px=c.full_quality_height_px,
-        ),
+        crop_gate=settings_from(CropGate, config.crops),
         embedding_dtype=config.embedder.embedding_dtype,
         heartbeat_interval_s=config.heartbeat_interval_s,
         track_max_age_s=config.embedder.track_max_age_s,

@@ -107,3 +107,24 @@ def test_overrides_reach_into_lists_of_dataclasses():
         load_config(Node, overrides=["sources.0.pth=x"])
     with pytest.raises(ConfigError, match="sources.0.fps"):
         load_config(Node, overrides=["sources.0.fps=fast"])
+
+
+def test_settings_from_copies_shared_fields_and_rejects_unknown_overrides():
+    from trainer.common.configuring import settings_from
+
+    @dataclass(frozen=True)
+    class Settings:
+        a: int = 1
+        b: str = "x"
+        c: float = 0.5
+
+    @dataclass
+    class Section:
+        a: int = 7
+        b: str = "y"
+        extra: int = 3  # a config-only field is not passed on
+
+    assert settings_from(Settings, Section()) == Settings(a=7, b="y", c=0.5)
+    assert settings_from(Settings, Section(), b="z", c=2.0) == Settings(a=7, b="z", c=2.0)
+    with pytest.raises(TypeError, match=r"no field\(s\) \['d'\]"):
+        settings_from(Settings, Section(), d=1)

@@ -105,6 +105,24 @@ def config_from_yaml_text(schema: type[T], text: str) -> T:
     )
 
 
+def settings_from(target: type[T], source: Any, **overrides: Any) -> T:
+    """Build the library-side settings dataclass ``target`` from a config section ``source``.
+
+    Every field of ``target`` that ``source`` also has is copied by name; ``overrides`` set the
+    rest (or replace copied values). Fields neither provides keep ``target``'s defaults. This keeps
+    config sections (what YAML may say) and library settings (what code needs) apart without a
+    hand-written field-by-field copy at each entry point.
+    """
+    if not dataclasses.is_dataclass(target):
+        raise TypeError(f"settings_from needs a dataclass type, got {target!r}")
+    names = {f.name for f in dataclasses.fields(target) if f.init}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"{target.__name__} has no field(s) {unknown}")
+    values = {n: getattr(source, n) for n in names if n not in overrides and hasattr(source, n)}
+    return target(**values, **overrides)
+
+
 def save_resolved_config(cfg: Any, path: str | os.PathLike[str]) -> Path:
     """Write the fully resolved config as YAML to ``path`` (atomically) and return the path."""
     target = Path(path)
