@@ -216,13 +216,16 @@ def score_linking(
     visible = [k for k, m in track_modality.items() if m == "visible" and k in track_final]
     infrared = [k for k, m in track_modality.items() if m == "infrared" and k in track_final]
     linked = true_pairs = both = 0
+    linked_people: set[int] = set()  # true people with a correctly linked (visible, infrared) pair
     for v in visible:
         for i in infrared:
             is_linked = track_final[v] == track_final[i]
             is_true = v in majority and i in majority and majority[v] == majority[i]
             linked += is_linked
             true_pairs += is_true
-            both += is_linked and is_true
+            if is_linked and is_true:
+                both += 1
+                linked_people.add(majority[v])
     people_by_modality: dict[str, set[int]] = defaultdict(set)
     camera_modality = {s.camera_id: s.modality for s in sightings}
     for camera, frames in truth.items():
@@ -230,12 +233,6 @@ def score_linking(
             people_by_modality[camera_modality.get(camera, camera)].update(int(i) for i in ids)
     gt_people = set().union(*people_by_modality.values()) if people_by_modality else set()
     gt_both = people_by_modality.get("visible", set()) & people_by_modality.get("infrared", set())
-    linked_people = {
-        majority[v]
-        for v in visible
-        for i in infrared
-        if v in majority and i in majority and majority[v] == majority[i] and track_final[v] == track_final[i]
-    }
     ids_by_modality: dict[str, set[int]] = defaultdict(set)
     for k, gid in track_final.items():
         if k in track_modality:
