@@ -64,9 +64,18 @@ class CalibrationSet:
         return {m.value: sum(1 for x in self.modalities if x == m.value) for m in Modality}
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        """Contiguous (b, 3, H, W) chunks in order."""
-        for start in range(0, len(self), batch_size):
-            yield np.ascontiguousarray(self.images[start : start + batch_size])
+        """Contiguous (b, 3, H, W) batches in order, all of one size b = min(batch_size, N).
+
+        The last batch is topped up from the first images: onnxruntime's histogram calibrators
+        (percentile, entropy) stack the per-batch outputs and fail on a shorter last batch, and
+        repeating a few images barely changes a range estimate.
+        """
+        size = max(1, min(batch_size, len(self)))
+        for start in range(0, len(self), size):
+            batch = self.images[start : start + size]
+            if batch.shape[0] < size:
+                batch = np.concatenate([batch, self.images[: size - batch.shape[0]]])
+            yield np.ascontiguousarray(batch)
 
     def describe(self) -> dict[str, Any]:
         """Summary for a sidecar: size, per-modality counts, a few example sources."""

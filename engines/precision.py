@@ -33,7 +33,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,14 +234,14 @@ def quantize_int8(
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = _equal_batches(calibration.images, batch_size)
+            self._batches = calibration.batches(batch_size)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self._batches, None)
             return None if batch is None else {input_name: batch}
 
         def rewind(self) -> None:
-            self._batches = _equal_batches(calibration.images, batch_size)
+            self._batches = calibration.batches(batch_size)
 
     tensorrt = target == "tensorrt"
     extra: dict[str, Any] = {
@@ -477,20 +477,6 @@ def _compare_or_fail(
             f"over {len(cosines)} images"
         )
     return worst, mean
-
-
-def _equal_batches(images: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-    """Batches of one size: the last is topped up from the first images.
-
-    onnxruntime's histogram calibrators (percentile, entropy) stack the per-batch outputs and fail on
-    a shorter last batch; repeating a few images barely changes a range estimate.
-    """
-    size = max(1, min(batch_size, images.shape[0]))
-    for start in range(0, images.shape[0], size):
-        batch = images[start : start + size]
-        if batch.shape[0] < size:
-            batch = np.concatenate([batch, images[: size - batch.shape[0]]])
-        yield np.ascontiguousarray(batch)
 
 
 def _sort_topologically(graph: onnx.GraphProto) -> None:

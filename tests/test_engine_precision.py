@@ -28,7 +28,7 @@ from engine_artifacts import (
     tiny_int8_cpu,
 )
 
-from engines.calibration import CalibrationError, build_calibration_set, guess_modality
+from engines.calibration import CalibrationError, CalibrationSet, build_calibration_set, guess_modality
 from engines.compression import CompressionError, compress_artifact, fit_pca
 from engines.precision import (
     PrecisionError,
@@ -206,6 +206,16 @@ def test_calibration_set_is_balanced_over_modalities(tmp_path: Path) -> None:
     assert labelled.counts() == {"visible": 7, "infrared": 3}  # topped up from the larger modality
     assert guess_modality(cv2.imread(str(infrared[1]))) is Modality.INFRARED
     assert guess_modality(cv2.imread(str(visible[0]))) is Modality.VISIBLE
+
+
+def test_calibration_batches_are_of_one_size_topped_up_from_the_start() -> None:
+    images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1) * np.ones((1, 3, 2, 2), np.float32)
+    calibration = CalibrationSet(images, ("visible",) * 5 + ("infrared",) * 5, ("x",) * 10)
+    batches = list(calibration.batches(4))
+    assert [b.shape[0] for b in batches] == [4, 4, 4]  # histogram calibrators need one batch size
+    assert [float(v) for v in batches[-1][:, 0, 0, 0]] == [8.0, 9.0, 0.0, 1.0]
+    assert all(b.flags.c_contiguous for b in batches)
+    assert [b.shape[0] for b in calibration.batches(64)] == [10]  # never larger than the set
 
 
 def test_calibration_with_one_modality_is_refused(tmp_path: Path) -> None:
