@@ -214,12 +214,12 @@ def _wait(
 ) -> None:
     from tqdm import tqdm
 
-    logs = {n.producer_id: Path(n.outputs.sightings_jsonl) for n in nodes}
+    logs = [_LineCounter(Path(n.outputs.sightings_jsonl)) for n in nodes]
     bar = tqdm(desc="frames processed", unit="frame", disable=not progress, dynamic_ncols=True)
     node_names = [name for name in roles if name.startswith("node-")]
     try:
         while True:
-            done = sum(_count_lines(p) for p in logs.values())
+            done = sum(log.count() for log in logs)
             bar.update(done - bar.n)
             if stopped["signal"]:
                 return
@@ -257,12 +257,25 @@ def _stop_all(roles: dict[str, subprocess.Popen], timeout_s: float) -> None:
                 proc.wait()
 
 
-def _count_lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as handle:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 16), b""))
-    except FileNotFoundError:
-        return 0
+class _LineCounter:
+    """Lines (frame records) of a growing log, counted incrementally: each call reads only what was
+    appended since the last one, so polling a long run's logs stays cheap."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines = 0
+        self._offset = 0
+
+    def count(self) -> int:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self._offset)
+                for chunk in iter(lambda: handle.read(1 << 16), b""):
+                    self.lines += chunk.count(b"\n")
+                    self._offset += len(chunk)
+        except FileNotFoundError:
+            pass
+        return self.lines
 
 
 def _finish(
