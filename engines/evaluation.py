@@ -129,9 +129,11 @@ def headline_metrics(results: dict[str, Any]) -> dict[str, float]:
     SYSU-MM01: all-search and indoor-search single-shot rank-1 / mAP / mINP (trial means).
     RegDB: rank-1 / mAP / mINP of both search directions.
     """
+    from trainer.evaluation.protocols import scored_protocols
+
     out: dict[str, float] = {}
-    for name, protocol in results["protocols"].items():
-        if (results.get("dataset") == "sysu" and not name.endswith("_1shot")) or "skipped" in protocol:
+    for name, protocol in scored_protocols(results):
+        if results.get("dataset") == "sysu" and not name.endswith("_1shot"):
             continue
         for metric in ("rank1", "mAP", "mINP"):
             out[f"{name}/{metric}"] = 100.0 * float(protocol["mean"][metric])  # metrics are in [0, 1]

@@ -22,6 +22,7 @@ _LAZY = {
     "write_report": "trainer.evaluation.reporting",
     "results_table_markdown": "trainer.evaluation.reporting",
     "plot_cmc": "trainer.evaluation.reporting",
+    "scored_protocols": "trainer.evaluation.protocols",
 }
 
 __all__ = ["evaluate_regdb", "evaluate_sysu", *sorted(_LAZY)]

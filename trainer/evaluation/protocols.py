@@ -14,7 +14,7 @@ similarity, as AGW); it ranks exactly like MPANet's squared Euclidean distance o
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "evaluate_sysu_embedder",
     "evaluate_sysu_protocols",
     "pairwise_distance",
+    "scored_protocols",
     "summarise_trials",
 ]
 
@@ -72,6 +73,17 @@ def summarise_trials(trials: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for t in trials
     ]
     return summary
+
+
+def scored_protocols(results: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(name, protocol) of every protocol in ``results`` that was scored, in order.
+
+    A protocol whose galleries were all empty (small synthetic sets) is kept in the results with a
+    ``skipped`` reason instead of metrics; consumers that need metrics iterate with this.
+    """
+    for name, protocol in results["protocols"].items():
+        if "skipped" not in protocol:
+            yield name, protocol
 
 
 def _ids(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:

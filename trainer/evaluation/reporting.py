@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from trainer.common.files import atomic_save, atomic_write_text
+from trainer.evaluation.protocols import scored_protocols
 
 __all__ = ["plot_cmc", "results_table_markdown", "to_jsonable", "write_report"]
 
@@ -65,9 +66,7 @@ def plot_cmc(results: dict[str, Any], path: str | os.PathLike[str], *, max_rank:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4.5), dpi=120)
-    for name, protocol in results["protocols"].items():
-        if "skipped" in protocol:
-            continue
+    for name, protocol in scored_protocols(results):
         cmc = np.asarray(protocol["cmc_mean"])[:max_rank] * 100
         axes.plot(np.arange(1, cmc.size + 1), cmc, marker="o", markersize=3, label=name)
     axes.set_xlabel("rank")

@@ -24,7 +24,12 @@ def evaluate_during_training(
         "summary": flat {"rank1", "mAP", "mINP", "<protocol>/<metric>": ...}}``.
     """
     from trainer.evaluation.features import torch_embed_fn
-    from trainer.evaluation.protocols import SYSU_PROTOCOLS, evaluate_regdb_embedder, evaluate_sysu_embedder
+    from trainer.evaluation.protocols import (
+        SYSU_PROTOCOLS,
+        evaluate_regdb_embedder,
+        evaluate_sysu_embedder,
+        scored_protocols,
+    )
     from trainer.evaluation.reporting import write_report
 
     device = str(next(network.parameters()).device)
@@ -61,9 +66,7 @@ def evaluate_during_training(
         selection = chosen["rank1"]
     write_report(results, out_dir)
     summary = {k: float(chosen[k]) for k in ("rank1", "mAP", "mINP")}
-    for name, protocol in results["protocols"].items():
-        if "skipped" in protocol:
-            continue
+    for name, protocol in scored_protocols(results):
         for metric in ("rank1", "rank10", "mAP", "mINP"):
             summary[f"{name}/{metric}"] = float(protocol["mean"][metric])
     return {
