@@ -86,8 +86,10 @@ class DemoConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.detector not in ("ground_truth", "offline"):
-            raise ValueError(f"detector must be 'ground_truth' or 'offline', got {self.detector!r}")
+        from edge.pipeline import SCENE_DETECTORS
+
+        if self.detector not in SCENE_DETECTORS:
+            raise ValueError(f"detector must be one of {SCENE_DETECTORS}, got {self.detector!r}")
 
 
 def default_cache_dir() -> Path:
@@ -204,16 +206,8 @@ def run_demo(demo: DemoConfig, scene_identities: tuple[int, tuple[int, ...]] | N
     ``scene_identities``: ``(dataset_seed, pids)`` makes the scene's people look like those
     identities of a synthetic dataset (the end-to-end test uses people its small model knows).
     """
-    from edge.config import (
-        DetectorConfig,
-        EmbedderConfig,
-        NodeConfig,
-        OutputConfig,
-        SourceConfig,
-        TransportConfig,
-    )
     from edge.linking.config import LinkerConfig
-    from edge.pipeline import PipelineConfig, run_pipeline
+    from edge.pipeline import PipelineConfig, run_pipeline, scene_nodes
     from edge.scene.generator import SceneSettings, write_scene
     from trainer.common.configuring import load_config, settings_from
 
@@ -233,32 +227,7 @@ def run_demo(demo: DemoConfig, scene_identities: tuple[int, tuple[int, ...]] | N
     )
     print(f"[demo] rendering the two-camera scene ({s.people} people, {s.duration_s:g} s) in {scene_dir}")
     scene = json.loads(write_scene(settings, scene_dir, progress=demo.progress).read_text())
-    nodes, truth = [], {}
-    for camera in scene["cameras"]:
-        gt = str(scene_dir / camera["ground_truth"])
-        truth[camera["camera_id"]] = gt
-        if demo.detector == "ground_truth":
-            detector = DetectorConfig(name="mot", settings={"path": gt})
-        else:
-            detector = DetectorConfig(name="hog" if camera["modality"] == "visible" else "thermal")
-        source = SourceConfig(
-            camera_id=camera["camera_id"],
-            modality=camera["modality"],
-            kind="file",
-            path=str(scene_dir / camera["video"]),
-            fps=s.fps,
-            detector=detector,
-        )
-        nodes.append(
-            NodeConfig(
-                producer_id=f"node-{camera['camera_id']}",
-                mode="replay",
-                sources=[source],
-                embedder=EmbedderConfig(path=str(model)),
-                transport=TransportConfig(endpoint="auto"),
-                outputs=OutputConfig(),
-            )
-        )
+    nodes, truth = scene_nodes(scene, scene_dir, model, detector=demo.detector)
     linker_overrides = list(demo.linker_overrides)
     from engines.linking_thresholds import load_linking_thresholds
     from engines.sidecar import load_sidecar

@@ -48,39 +48,13 @@ def node_reports(out: Path) -> list[dict[str, Any]]:
 
 
 def run(model: Path, scene: dict[str, Any], scene_dir: Path, out: Path, mode: str) -> dict[str, Any]:
-    from edge.config import (
-        DetectorConfig,
-        EmbedderConfig,
-        LiveConfig,
-        NodeConfig,
-        SourceConfig,
-        TransportConfig,
-    )
+    from edge.config import LiveConfig
     from edge.linking.config import LinkerConfig
     from edge.linking.publishing import read_updates
-    from edge.pipeline import PipelineConfig, run_pipeline
+    from edge.pipeline import PipelineConfig, run_pipeline, scene_nodes
     from trainer.common.configuring import load_config
 
-    nodes = []
-    for camera in scene["cameras"]:
-        source = SourceConfig(
-            camera_id=camera["camera_id"],
-            modality=camera["modality"],
-            kind="file",
-            path=str(scene_dir / camera["video"]),
-            fps=scene["settings"]["fps"],
-            detector=DetectorConfig(name="hog" if camera["modality"] == "visible" else "thermal"),
-            live=LiveConfig(reconnect=False),
-        )
-        nodes.append(
-            NodeConfig(
-                producer_id=f"node-{camera['camera_id']}",
-                mode=mode,
-                sources=[source],
-                embedder=EmbedderConfig(path=str(model)),
-                transport=TransportConfig(endpoint="auto"),
-            )
-        )
+    nodes, _ = scene_nodes(scene, scene_dir, model, mode=mode, live=LiveConfig(reconnect=False))
     linker = load_config(LinkerConfig, [REPO / "configs" / "linker.yaml"])
     config = PipelineConfig(
         output_dir=str(out), mode=mode, nodes=nodes, linker=linker, side_by_side=False, fresh=True

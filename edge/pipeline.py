@@ -20,11 +20,19 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.config import NodeConfig
+from edge.config import (
+    DetectorConfig,
+    EmbedderConfig,
+    LiveConfig,
+    NodeConfig,
+    SourceConfig,
+    TransportConfig,
+)
 from edge.linking.config import LinkerConfig
 from trainer.common.configuring import ConfigError, save_resolved_config
 from trainer.common.files import atomic_write_text
@@ -99,6 +107,65 @@ def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+SCENE_DETECTORS = ("offline", "ground_truth")
+
+
+def scene_nodes(
+    scene: Mapping[str, Any],
+    scene_dir: str | os.PathLike[str],
+    model: str | os.PathLike[str],
+    *,
+    mode: str = "replay",
+    detector: str = "offline",
+    live: LiveConfig | None = None,
+) -> tuple[list[NodeConfig], dict[str, str]]:
+    """One edge node per camera of a rendered synthetic scene, and each camera's ground-truth file.
+
+    Args:
+        scene: the scene description ``edge.scene.write_scene`` wrote (its JSON, loaded).
+        scene_dir: the folder it was written to (videos and ground truth are relative to it).
+        model: the engine artifact every node embeds with.
+        mode: ``replay`` or ``live``.
+        detector: ``offline`` (HOG on the visible camera, hot regions on the infrared one) or
+            ``ground_truth`` (the scene's own boxes through the ``mot`` backend: measures linking,
+            not detection).
+        live: live-mode source settings (default :class:`~edge.config.LiveConfig`).
+
+    Returns:
+        (node configs with ``transport.endpoint`` ``auto``, {camera id: MOT gt.txt path}).
+    """
+    if detector not in SCENE_DETECTORS:
+        raise ValueError(f"detector must be one of {SCENE_DETECTORS}, got {detector!r}")
+    folder = Path(scene_dir)
+    nodes, truth = [], {}
+    for camera in scene["cameras"]:
+        gt = str(folder / camera["ground_truth"])
+        truth[camera["camera_id"]] = gt
+        if detector == "ground_truth":
+            chosen = DetectorConfig(name="mot", settings={"path": gt})
+        else:
+            chosen = DetectorConfig(name="hog" if camera["modality"] == "visible" else "thermal")
+        source = SourceConfig(
+            camera_id=camera["camera_id"],
+            modality=camera["modality"],
+            kind="file",
+            path=str(folder / camera["video"]),
+            fps=scene["settings"]["fps"],
+            detector=chosen,
+            live=live or LiveConfig(),
+        )
+        nodes.append(
+            NodeConfig(
+                producer_id=f"node-{camera['camera_id']}",
+                mode=mode,
+                sources=[source],
+                embedder=EmbedderConfig(path=str(model)),
+                transport=TransportConfig(endpoint="auto"),
+            )
+        )
+    return nodes, truth
 
 
 def prepare(config: PipelineConfig) -> tuple[list[NodeConfig], LinkerConfig]:

@@ -101,3 +101,26 @@ def test_nodes_and_linker_link_people_across_modalities(tiny_engine, tmp_path):
     assert score["cross_modal_precision"] >= FLOOR_PRECISION
     assert score["idf1_final"] >= FLOOR_IDF1
     assert (tmp_path / "run" / "side_by_side.mp4").stat().st_size > 10_000
+
+
+def test_scene_nodes_make_one_node_per_camera_with_its_detector_and_ground_truth(tmp_path):
+    from edge.pipeline import scene_nodes
+
+    scene = {
+        "settings": {"fps": 10.0},
+        "cameras": [
+            {"camera_id": "rgb0", "modality": "visible", "video": "rgb0.mp4", "ground_truth": "rgb0/gt.txt"},
+            {"camera_id": "ir0", "modality": "infrared", "video": "ir0.mp4", "ground_truth": "ir0/gt.txt"},
+        ],
+    }
+    nodes, truth = scene_nodes(scene, tmp_path, "m.onnx")
+    assert [n.producer_id for n in nodes] == ["node-rgb0", "node-ir0"]
+    assert [n.sources[0].detector.name for n in nodes] == ["hog", "thermal"]
+    assert truth == {"rgb0": str(tmp_path / "rgb0/gt.txt"), "ir0": str(tmp_path / "ir0/gt.txt")}
+    assert all(n.mode == "replay" and n.transport.endpoint == "auto" for n in nodes)
+    assert nodes[1].sources[0].path == str(tmp_path / "ir0.mp4") and nodes[1].sources[0].fps == 10.0
+    gt_nodes, _ = scene_nodes(scene, tmp_path, "m.onnx", mode="live", detector="ground_truth")
+    assert [n.sources[0].detector.settings["path"] for n in gt_nodes] == list(truth.values())
+    assert {n.mode for n in gt_nodes} == {"live"}
+    with pytest.raises(ValueError, match="detector must be one of"):
+        scene_nodes(scene, tmp_path, "m.onnx", detector="yolo")
