@@ -117,7 +117,7 @@ def prepare_demo_model(demo: DemoConfig) -> Path:
     The cache key covers the recipe file, its overrides and the training-set settings, so a changed
     recipe trains a new model; an interrupted training resumes from its last checkpoint.
     """
-    from trainer.common.configuring import load_config
+    from common.configuring import load_config
     from trainer.config import TrainConfig
 
     recipe = REPO / demo.recipe if not Path(demo.recipe).is_absolute() else Path(demo.recipe)
@@ -206,10 +206,10 @@ def run_demo(demo: DemoConfig, scene_identities: tuple[int, tuple[int, ...]] | N
     ``scene_identities``: ``(dataset_seed, pids)`` makes the scene's people look like those
     identities of a synthetic dataset (the end-to-end test uses people its small model knows).
     """
+    from common.configuring import load_config, settings_from
     from edge.linking.config import LinkerConfig
     from edge.pipeline import PipelineConfig, run_pipeline, scene_nodes
     from edge.scene.generator import SceneSettings, write_scene
-    from trainer.common.configuring import load_config, settings_from
 
     out = Path(demo.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -257,7 +257,7 @@ def run_demo(demo: DemoConfig, scene_identities: tuple[int, tuple[int, ...]] | N
         },
         **result.summary,
     }
-    from trainer.common.files import atomic_write_text
+    from common.files import atomic_write_text
 
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     atomic_write_text(out / "summary.md", format_summary(summary))
@@ -313,7 +313,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def _demo_main(argv: Sequence[str]) -> int:
-    from trainer.common.configuring import ConfigError, load_config
+    from common.configuring import ConfigError, load_config
 
     parser = argparse.ArgumentParser(prog="run_pipeline.py demo", description="The offline demo.")
     parser.add_argument("--config", action="append", default=None, help="YAML (default configs/demo.yaml)")
@@ -335,8 +335,8 @@ def _demo_main(argv: Sequence[str]) -> int:
 
 
 def _all_main(argv: Sequence[str]) -> int:
+    from common.configuring import ConfigError, load_config
     from edge.pipeline import PipelineConfig, PipelineError, run_pipeline
-    from trainer.common.configuring import ConfigError, load_config
 
     parser = argparse.ArgumentParser(
         prog="run_pipeline.py all", description="Nodes + linker on this machine."

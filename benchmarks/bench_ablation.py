@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=0, help="0: the recipe's own")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ablation_cpu"))
     args = parser.parse_args()
-    from trainer.common.files import atomic_write_text
+    from common.files import atomic_write_text
     from trainer.synthetic.datasets import write_sysu
 
     work = Path(args.work)

@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     import torch
 
-    from trainer.common.files import atomic_write_text
+    from common.files import atomic_write_text
 
     device = args.device
     if device != "cpu" and not torch.cuda.is_available():

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.common.files import atomic_write_text  # noqa: E402
+from common.files import atomic_write_text  # noqa: E402
 from trainer.evaluation.metrics import evaluate_sysu  # noqa: E402
 
 

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report_file import machine_info, write_report  # noqa: E402
-from trainer.common.memory import peak_rss_mb  # noqa: E402
+from common.memory import peak_rss_mb  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -70,12 +70,12 @@ def run_one(
 
     faiss.omp_set_num_threads(threads)
 
+    from common.modality import Modality
     from edge.linking.assignment import MatchingRules
     from edge.linking.events import EngineAdopted
     from edge.linking.gallery import GalleryConfig
     from edge.linking.linker import IdentityLinker
     from edge.messages import SightingBatch
-    from trainer.common.modality import Modality
 
     rng = np.random.default_rng(seed)
     gallery_config = GalleryConfig(storage_dtype=dtype, ttl_s=1e9, max_identities=4 * size, max_memory_mb=1e7)

@@ -48,11 +48,11 @@ def node_reports(out: Path) -> list[dict[str, Any]]:
 
 
 def run(model: Path, scene: dict[str, Any], scene_dir: Path, out: Path, mode: str) -> dict[str, Any]:
+    from common.configuring import load_config
     from edge.config import LiveConfig
     from edge.linking.config import LinkerConfig
     from edge.linking.publishing import read_updates
     from edge.pipeline import PipelineConfig, run_pipeline, scene_nodes
-    from trainer.common.configuring import load_config
 
     nodes, _ = scene_nodes(scene, scene_dir, model, mode=mode, live=LiveConfig(reconnect=False))
     linker = load_config(LinkerConfig, [REPO / "configs" / "linker.yaml"])

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.common.files import atomic_write_text  # noqa: E402
+from common.files import atomic_write_text  # noqa: E402
 from trainer.data import CrossModalitySampler, ReIDImageDataset, load_train_samples  # noqa: E402
 from trainer.data.transforms import build_train_transform  # noqa: E402
 from trainer.evaluation.features import torch_embed_fn  # noqa: E402

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.common.files import atomic_write_text  # noqa: E402
+from common.files import atomic_write_text  # noqa: E402
 from trainer.synthetic.datasets import write_regdb, write_sysu  # noqa: E402
 
 

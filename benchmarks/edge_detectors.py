@@ -20,12 +20,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.files import atomic_write_text  # noqa: E402
 from edge.detect import build_detector  # noqa: E402
 from edge.detect.annotations import read_mot_file, read_voc_boxes  # noqa: E402
 from edge.detect.boxes import xywh_to_xyxy  # noqa: E402
 from edge.detect.scoring import DetectionScore, evaluate_detections  # noqa: E402
 from edge.sources import Frame  # noqa: E402
-from trainer.common.files import atomic_write_text  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 

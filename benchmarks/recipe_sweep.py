@@ -58,8 +58,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "recipe_sweep.json"))
     parser.add_argument("--quick", action="store_true", help="1 epoch per variant (a smoke test)")
     args = parser.parse_args()
+    from common.configuring import load_config
     from engines.linking_thresholds import calibrate_thresholds
-    from trainer.common.configuring import load_config
     from trainer.config import TrainConfig
     from trainer.data import load_train_samples, sysu_mm01
     from trainer.evaluation.features import extract_features, torch_embed_fn

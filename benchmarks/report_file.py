@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from trainer.common.files import atomic_write_text
+from common.files import atomic_write_text
 
 
 def machine_info() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The edge node's config schema (dataclasses loaded by ``trainer.common.configuring.load_config``).
+"""The edge node's config schema (dataclasses loaded by ``common.configuring.load_config``).
 
 YAML files and ``key=value`` overrides fill :class:`NodeConfig`; the entry point
 (:func:`edge.node.build_node`) turns it into typed arguments -- library code never sees it whole.
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.common.configuring import load_config
-from trainer.common.modality import Modality
+from common.configuring import load_config
+from common.modality import Modality
 
 SOURCE_KINDS = ("file", "folder", "url", "usb", "synthetic")
 
@@ -197,7 +197,7 @@ def load_node_config(
     """Defaults <- YAML files in order <- ``key=value`` overrides (raises ConfigError with hints)."""
     config = load_config(NodeConfig, files, overrides)
     if not config.sources:
-        from trainer.common.configuring import ConfigError
+        from common.configuring import ConfigError
 
         raise ConfigError("the node config has no sources (add at least one under 'sources:')")
     return config

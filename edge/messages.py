@@ -25,7 +25,7 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
-from trainer.common.modality import Modality
+from common.modality import Modality
 
 SCHEMA_VERSION = 1
 EMBEDDING_DTYPES = ("float16", "float32")

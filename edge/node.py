@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from common.configuring import settings_from
 from edge.aggregation import TrackEmbeddings
 from edge.crops import CropGate, cut_crops
 from edge.detect.detections import Detections
@@ -38,7 +39,6 @@ from edge.sinks import AnnotatedVideoWriter, SightingsLog
 from edge.sources.frame import Frame, SourceError, StreamEnd
 from edge.sources.streams import FrameSource
 from edge.tracking import CameraTracker, TrackerSettings
-from trainer.common.configuring import settings_from
 
 log = logging.getLogger(__name__)
 
@@ -514,8 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (replay) or SIGINT/SIGTERM (live); prints the report as JSON."""
     import json
 
+    from common.configuring import ConfigError
     from edge.config import load_node_config
-    from trainer.common.configuring import ConfigError
 
     parser = argparse.ArgumentParser(prog="python -m edge.node", description=__doc__.split("\n")[0])
     parser.add_argument("--config", action="append", default=[], help="YAML config (repeatable, later wins)")

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.configuring import ConfigError, save_resolved_config
+from common.files import atomic_write_text
 from edge.config import (
     DetectorConfig,
     EmbedderConfig,
@@ -34,8 +36,6 @@ from edge.config import (
     TransportConfig,
 )
 from edge.linking.config import LinkerConfig
-from trainer.common.configuring import ConfigError, save_resolved_config
-from trainer.common.files import atomic_write_text
 
 _LOG = logging.getLogger(__name__)
 

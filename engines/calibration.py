@@ -18,9 +18,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from common import Modality
 from engines.runtime.preprocess import preprocess_crops
 from engines.sidecar import Preprocessing
-from trainer.common import Modality
 
 __all__ = [
     "IMAGE_SUFFIXES",

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from common.files import atomic_save, sha256_file
 from engines.runtime.base import l2_normalize
 from engines.sidecar import Compression, EngineSidecar, SidecarError, load_sidecar, save_sidecar
-from trainer.common.files import atomic_save, sha256_file
 
 __all__ = ["CompressionError", "compress_artifact", "fit_pca", "global_dim", "load_pca", "save_pca"]
 

@@ -32,10 +32,10 @@ import numpy as np
 import onnx
 import torch
 
+from common.files import sha256_file
 from engines.runtime.base import l2_normalize
 from engines.sidecar import BatchProfile, EngineSidecar, Preprocessing, save_sidecar
 from trainer.checkpoint import load_model
-from trainer.common.files import sha256_file
 from trainer.model import EmbeddingHead, ModelConfig, MPANet
 
 __all__ = [

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.common.files import atomic_write_text
+from common.files import atomic_write_text
 
 __all__ = ["calibrate_thresholds", "linking_path", "load_linking_thresholds", "save_linking_thresholds"]
 

@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 import onnx
 
+from common.files import sha256_file
 from engines.calibration import CalibrationSet
 from engines.runtime.base import l2_normalize
 from engines.sidecar import EngineSidecar, SidecarError, load_sidecar, save_sidecar
-from trainer.common.files import sha256_file
 
 __all__ = [
     "FP16_COSINE_MIN",
@@ -556,6 +556,6 @@ def _carry_compression(sidecar: EngineSidecar, source: Path, output: Path) -> No
     src = source.parent / compression.pca_file
     dst = output.parent / compression.pca_file
     if src.resolve() != dst.resolve():
-        from trainer.common.files import atomic_write_bytes
+        from common.files import atomic_write_bytes
 
         atomic_write_bytes(dst, src.read_bytes())

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer.common.files import atomic_write_text, sha256_file
+from common.files import atomic_write_text, sha256_file
 
 SCHEMA_VERSION = 1
 FORMATS = ("torch", "onnx", "tensorrt")

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from common.files import atomic_write_bytes, atomic_write_text, sha256_file
 from engines.sidecar import BatchProfile, EngineSidecar, SidecarError, load_sidecar, save_sidecar
-from trainer.common.files import atomic_write_bytes, atomic_write_text, sha256_file
 
 __all__ = [
     "SUPPORTED_MAJOR_VERSIONS",

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.modality import Modality
 from edge.messages import EndOfStream, SightingBatch, encode_message
-from trainer.common.modality import Modality
 
 ENGINE_ID = "0123456789abcdef"
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from trainer.common.configuring import (
+from common.configuring import (
     ConfigError,
     config_from_yaml_text,
     config_to_yaml,
@@ -110,7 +110,7 @@ def test_overrides_reach_into_lists_of_dataclasses():
 
 
 def test_settings_from_copies_shared_fields_and_rejects_unknown_overrides():
-    from trainer.common.configuring import settings_from
+    from common.configuring import settings_from
 
     @dataclass(frozen=True)
     class Settings:

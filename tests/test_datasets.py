@@ -12,7 +12,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from trainer.common import Modality
+from common import Modality
 from trainer.data import DatasetError, ImageReadError, load_image, regdb, sysu_mm01
 from trainer.data.dataset import ReIDImageDataset, load_train_samples
 from trainer.data.transforms import build_test_transform, build_train_transform, preprocess_test

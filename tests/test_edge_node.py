@@ -281,10 +281,10 @@ def test_osnet_embeds_mot17_crops_and_tracks_match_themselves(shared_data: Path,
     if not model.is_file() or not (shared_data / "real" / "mot17").is_dir():
         pytest.skip("OSNet model or MOT17 frames not in ../shared/data/real")
     pytest.importorskip("onnxruntime")
+    from common.files import sha256_file
     from edge.crops import cut_crops
     from engines.runtime import load_embedder
     from engines.sidecar import save_sidecar
-    from trainer.common.files import sha256_file
 
     artifact = tmp_path / "osnet.onnx"
     artifact.symlink_to(model)  # the sidecar sits beside the artifact; shared data stays read-only

@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
+from common.modality import Modality
 from edge.sources import Frame, SourceError, StreamEnd, ThermalNormalizer, infrared_to_3ch
 from edge.sources.readers import FolderReader, UrlReader, UsbReader, VideoFileReader
 from edge.sources.streams import LiveSource, ReplaySource
-from trainer.common.modality import Modality
 
 
 def _write_video(path: Path, frames: int = 6, fps: float = 10.0, size: tuple[int, int] = (64, 48)) -> Path:

@@ -13,10 +13,10 @@ import onnxruntime as ort
 import pytest
 from engine_artifacts import EMBEDDING_DIM, HEIGHT, WIDTH, TinyEngine, copy_artifact, images, tiny_engine
 
+from common.files import sha256_file
 from engines.export import ExportError, export_model, export_onnx
 from engines.runtime import l2_normalize
 from engines.sidecar import EngineSidecar, SidecarError, load_sidecar, sidecar_path
-from trainer.common.files import sha256_file
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from engine_artifacts import (
     tiny_int8_cpu,
 )
 
+from common import Modality
 from engines.calibration import CalibrationError, CalibrationSet, build_calibration_set, guess_modality
 from engines.compression import CompressionError, compress_artifact, fit_pca
 from engines.precision import (
@@ -39,7 +40,6 @@ from engines.precision import (
 )
 from engines.runtime import l2_normalize, load_embedder
 from engines.sidecar import Preprocessing, load_sidecar
-from trainer.common import Modality
 
 FP16_COSINE_FLOOR = 0.999
 INT8_COSINE_FLOOR = 0.99

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from engine_artifacts import EMBEDDING_DIM, HEIGHT, WIDTH, TinyEngine, copy_artifact, images, tiny_engine
 
+from common.files import sha256_file
 from engines.runtime import EmbedderError, backend_for, load_embedder, preprocess_crops
 from engines.runtime.onnxruntime_backend import OnnxRuntimeEmbedder
 from engines.sidecar import (
@@ -26,7 +27,6 @@ from engines.sidecar import (
     save_sidecar,
     sidecar_path,
 )
-from trainer.common.files import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 OSNET = REPO / ".." / "shared" / "data" / "real" / "models" / "osnet_x0_25_msmt17.onnx"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.common import Modality
+from common import Modality
 from trainer.data import Sample, sysu_mm01
 from trainer.evaluation.features import extract_features, feature_cache_key
 from trainer.evaluation.protocols import (

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from trainer.common.files import atomic_save, atomic_write_text
+from common.files import atomic_save, atomic_write_text
 
 
 def test_atomic_write_replaces_and_keeps_umask_permissions(tmp_path):

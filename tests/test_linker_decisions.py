@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from linker_scenes import ENGINE_ID, Appearance, People, basis, feed, scene_messages, sighting_batch
 
+from common.modality import Modality
 from edge.linking.assignment import MatchingRules
 from edge.linking.events import EngineAdopted, IdentityDecision, IdentityEviction
 from edge.linking.gallery import GalleryConfig
 from edge.linking.linker import IdentityLinker
 from edge.messages import SightingBatch
-from trainer.common.modality import Modality
 
 VIS, IR = Modality.VISIBLE, Modality.INFRARED
 D = 8

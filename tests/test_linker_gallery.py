@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from common.modality import Modality
 from edge.linking.gallery import Gallery, GalleryConfig, PrototypeStore
-from trainer.common.modality import Modality
 
 VIS, IR = Modality.VISIBLE, Modality.INFRARED
 

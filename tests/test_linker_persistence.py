@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from linker_scenes import Appearance, People, scene_messages
 
+from common.modality import Modality
 from edge.linking.assignment import MatchingRules
 from edge.linking.events import IdentityDecision, event_from_json, event_to_json
 from edge.linking.gallery import GalleryConfig
@@ -22,7 +23,6 @@ from edge.linking.persistence import (
 )
 from edge.linking.publishing import UpdateLog, build_update, read_updates
 from edge.messages import SightingBatch
-from trainer.common.modality import Modality
 
 VIS, IR = Modality.VISIBLE, Modality.INFRARED
 RULES = MatchingRules()

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from common.modality import Modality
 from edge.linking.assignment import (
     Candidate,
     MatchingRules,
@@ -16,7 +17,6 @@ from edge.linking.assignment import (
     to_candidate,
 )
 from edge.linking.gallery import IdentityMatch
-from trainer.common.modality import Modality
 
 VIS, IR = Modality.VISIBLE, Modality.INFRARED
 RULES = MatchingRules(cosine_min_same=0.5, cosine_min_cross=0.3, margin_min=0.05, revise_margin=0.1)

@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 from linker_scenes import Appearance, People, encode, scene_messages, sighting_batch
 
+from common.configuring import load_config
+from common.modality import Modality
 from edge.linking import LinkerConfig, LinkerService
 from edge.linking.persistence import Journal, load_snapshot
 from edge.linking.publishing import decode_published, read_updates, subscribe_identities
 from edge.linking.service import STATS_NAME
 from edge.messages import EndOfStream, encode_message
 from edge.transport import Publisher, TransportSettings
-from trainer.common.configuring import load_config
-from trainer.common.modality import Modality
 
 VIS, IR = Modality.VISIBLE, Modality.INFRARED
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 from conftest import REPO_ROOT
 
-CHILD = "from trainer.common.memory import peak_rss_mb; import resource; print(peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+CHILD = "from common.memory import peak_rss_mb; import resource; print(peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
 
 
 def test_a_child_of_a_large_process_reports_its_own_peak():

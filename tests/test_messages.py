@@ -9,6 +9,7 @@ import msgspec
 import numpy as np
 import pytest
 
+from common.modality import Modality
 from edge.messages import (
     SCHEMA_VERSION,
     EndOfStream,
@@ -20,7 +21,6 @@ from edge.messages import (
     decode_message,
     encode_message,
 )
-from trainer.common.modality import Modality
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "golden"))
 from write_message_goldens import golden_messages, golden_path  # noqa: E402

@@ -28,9 +28,9 @@ FLOOR_PEOPLE, FLOOR_PRECISION, FLOOR_IDF1 = 1, 0.5, 0.6
 def tiny_engine(tmp_path_factory) -> tuple[Path, int, list[int]]:
     import torch
 
+    from common.configuring import load_config
     from engines.export import export_onnx
     from engines.linking_thresholds import calibrate_artifact
-    from trainer.common.configuring import load_config
     from trainer.config import TrainConfig
     from trainer.data import load_train_samples
     from trainer.synthetic.datasets import write_sysu

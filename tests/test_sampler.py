@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
-from trainer.common import Modality
+from common import Modality
 from trainer.data.sampler import CrossModalitySampler
 from trainer.data.samples import LabelledSample
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from trainer.common import Modality
+from common import Modality
 from trainer.synthetic import PersonAppearance, render_person, sample_appearance
 from trainer.synthetic.cli import main as synth_main
 from trainer.synthetic.crops import SYSU_CAMERA_STYLES, render_crop

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
-from trainer.common.configuring import ConfigError, load_config
+from common.configuring import ConfigError, load_config
 from trainer.config import TrainConfig
 from trainer.training.distributed import ProcessContext
 from trainer.training.loop import Trainer, TrainingSetupError

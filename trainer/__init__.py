@@ -1,7 +1,8 @@
 """MPANet training: the network, its losses, datasets, evaluation protocols and the training loop.
 
-Light by design: importing ``trainer`` imports neither torch nor numpy. ``trainer.common`` (modality
-names, the config loader, atomic file writes) and ``trainer.synthetic`` (the procedural person
-renderer) are the shared vocabulary that ``engines`` and ``edge`` may use; everything else here is
-training code that ``edge`` never imports (checked by the import-linter contracts in CI).
+Light by design: importing ``trainer`` imports neither torch nor numpy. ``trainer.synthetic`` (the
+procedural person renderer) is what ``engines`` and ``edge`` may use of it; the shared vocabulary
+(modality names, the config loader, atomic file writes, memory measurement) lives in the top-level
+``common`` package. Everything else here is training code that ``edge`` never imports (checked by
+the import-linter contracts in CI).
 """

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from trainer.common.files import atomic_save
+from common.files import atomic_save
 from trainer.model import ModelConfig, MPANet, build_mpanet
 
 FORMAT = "mpanet-checkpoint"

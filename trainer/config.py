@@ -1,6 +1,6 @@
 """The training schema: one tree of dataclasses behind ``mpanet-train`` and ``mpanet-eval``.
 
-Loaded with :func:`trainer.common.configuring.load_config`: defaults here -> YAML files in order
+Loaded with :func:`common.configuring.load_config`: defaults here -> YAML files in order
 (``configs/sysu.yaml``, ``configs/regdb.yaml``, ``configs/synthetic-cpu.yaml``) -> ``key=value``
 overrides (``model.mam=false``, ``loss.mml=false``, ``data.root=/data/SYSU-MM01``). Defaults are the
 official SYSU-MM01 recipe (spec section 3).

@@ -14,8 +14,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.configuring import ConfigError, config_to_yaml, load_config, save_resolved_config
 from edge.linking.config import LinkerConfig
-from trainer.common.configuring import ConfigError, config_to_yaml, load_config, save_resolved_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

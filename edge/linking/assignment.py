@@ -35,8 +35,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from common.modality import Modality
 from edge.linking.gallery import IdentityMatch
-from trainer.common.modality import Modality
 
 
 @dataclass

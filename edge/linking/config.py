@@ -1,4 +1,4 @@
-"""The linker's configuration schema (for :func:`trainer.common.configuring.load_config`).
+"""The linker's configuration schema (for :func:`common.configuring.load_config`).
 
 ``LinkerConfig`` nests the small frozen dataclasses that the library code takes: the decision
 rules (:class:`~edge.linking.assignment.MatchingRules`), the gallery bounds

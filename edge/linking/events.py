@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from trainer.common.modality import Modality
+from common.modality import Modality
 
 
 class EventError(ValueError):

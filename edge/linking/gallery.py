@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.common.modality import Modality
+from common.modality import Modality
 
 STORAGE_DTYPES = ("float32", "float16")
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from common.modality import Modality
 from edge.linking.assignment import (
     Candidate,
     Choice,
@@ -41,7 +42,6 @@ from edge.linking.events import (
 )
 from edge.linking.gallery import ChunkedArray, Gallery, GalleryConfig, Identity, TrackKey
 from edge.messages import SightingBatch
-from trainer.common.modality import Modality
 
 SPLIT = -1  # vote target of a split into a new identity
 _MIN_QUALITY_WEIGHT = 1e-3

@@ -7,7 +7,7 @@ Layout of ``state_dir``::
 
 Writing: every event is appended to the journal (one ``write`` per group of events, flushed, and
 fsync'ed when ``fsync`` is on) *before* anything is published, so whatever a consumer has seen is on
-disk. A snapshot is written atomically (:func:`trainer.common.files.atomic_open`); only after it is
+disk. A snapshot is written atomically (:func:`common.files.atomic_open`); only after it is
 durable does the journal rotate to a new segment and drop the segments the snapshot covers. The
 prototype vectors are streamed from faiss' storage into the file chunk by chunk, so a snapshot does
 not need a second copy of the gallery in memory.
@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from common.files import atomic_open
 from edge.linking.assignment import MatchingRules
 from edge.linking.events import Event, EventError, event_from_json, event_to_json
 from edge.linking.gallery import GalleryConfig
 from edge.linking.linker import IdentityLinker
-from trainer.common.files import atomic_open
 
 SNAPSHOT_NAME = "snapshot.bin"
 SNAPSHOT_MAGIC = b"MPALINK\x01"

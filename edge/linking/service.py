@@ -31,13 +31,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.files import atomic_write_text
+from common.memory import peak_rss_mb
 from edge.linking.config import LinkerConfig
 from edge.linking.events import Event, IdentityDecision
 from edge.linking.persistence import Journal, Recovered, recover, save_snapshot
 from edge.linking.publishing import UpdateLog, build_update, encode_publication
 from edge.messages import Decoded, EndOfStream, Heartbeat, IdentityUpdate, MessageReceiver, SightingBatch
-from trainer.common.files import atomic_write_text
-from trainer.common.memory import peak_rss_mb
 
 LOG = logging.getLogger("edge.linking")
 STATS_NAME = "linker_stats.json"

@@ -27,11 +27,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from common.files import atomic_write_text
+from common.modality import Modality
 from edge.detect.annotations import format_mot_rows
 from edge.sources.frame import SourceError
 from edge.sources.readers import FrameReader
-from trainer.common.files import atomic_write_text
-from trainer.common.modality import Modality
 from trainer.synthetic.datasets import appearance_rng
 from trainer.synthetic.person import PersonAppearance, render_person, sample_appearance
 

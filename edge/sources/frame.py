@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainer.common.modality import Modality
+from common.modality import Modality
 
 
 class SourceError(RuntimeError):

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from common.modality import Modality
 from edge.sources.frame import Frame, SourceError, SourceStats, StreamEnd
 from edge.sources.readers import FrameReader
 from edge.sources.thermal import ThermalNormalizer, infrared_to_3ch
-from trainer.common.modality import Modality
 
 log = logging.getLogger(__name__)
 

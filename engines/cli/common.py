@@ -7,9 +7,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from common import Modality
 from engines.calibration import CalibrationSet, build_calibration_set, find_images
 from engines.sidecar import Preprocessing
-from trainer.common import Modality
 
 __all__ = ["DATASETS", "calibration_from_args", "configure_logging", "dataset_items"]
 

@@ -82,13 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     configure_logging(False)
+    from common.configuring import ConfigError, load_config, save_resolved_config
+    from common.files import atomic_write_text
     from engines.evaluation import comparison_markdown, evaluate_artifacts
     from engines.export import ExportError
     from engines.precision import PrecisionError
     from engines.runtime import EmbedderError
     from engines.sidecar import SidecarError
-    from trainer.common.configuring import ConfigError, load_config, save_resolved_config
-    from trainer.common.files import atomic_write_text
     from trainer.config import TrainConfig
     from trainer.data.samples import DatasetError
     from trainer.evaluation.reporting import to_jsonable
@@ -157,12 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _export_variants(args: argparse.Namespace, cfg: Any, folder: Path) -> list[str]:
     """ONNX FP32 (+ FP16, INT8, compressed variants) of ``args.checkpoint`` in ``folder``."""
+    from common.files import sha256_file
     from engines.calibration import build_calibration_set
     from engines.compression import compress_artifact
     from engines.export import export_onnx
     from engines.precision import convert_fp16, quantize_int8
     from engines.sidecar import SidecarError, load_sidecar
-    from trainer.common.files import sha256_file
 
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "mpanet.onnx"

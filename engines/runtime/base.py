@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.files import sha256_file
 from engines.runtime.preprocess import preprocess_crops
 from engines.sidecar import EngineSidecar
-from trainer.common.files import sha256_file
 
 
 class EmbedderError(ValueError):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from common.files import sha256_file
 from engines.runtime.base import Embedder, EmbedderError
 from engines.sidecar import (
     BatchProfile,
@@ -28,7 +29,6 @@ from engines.sidecar import (
     load_sidecar,
     sidecar_path,
 )
-from trainer.common.files import sha256_file
 
 if TYPE_CHECKING:
     import torch

@@ -17,6 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from common.files import atomic_write_bytes  # noqa: E402
 from edge.messages import (  # noqa: E402
     SCHEMA_VERSION,
     EndOfStream,
@@ -26,7 +27,6 @@ from edge.messages import (  # noqa: E402
     SightingBatch,
     encode_message,
 )
-from trainer.common.files import atomic_write_bytes  # noqa: E402
 
 GOLDEN_DIR = Path(__file__).resolve().parent
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from trainer.common.configuring import ConfigError, load_config
+from common.configuring import ConfigError, load_config
 
 
 def summarize_model(files: Sequence[str] = (), overrides: Sequence[str] = ()) -> dict[str, object]:

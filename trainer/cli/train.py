@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from trainer.common.configuring import ConfigError, load_config
+from common.configuring import ConfigError, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from trainer.common import Modality
+from common import Modality
 from trainer.data.images import CorruptPolicy, apply_corrupt_policy
 from trainer.data.samples import DatasetError, LabelledSample, Sample, relabel
 

@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 from torch.utils.data import Sampler
 
-from trainer.common import Modality
+from common import Modality
 
 __all__ = ["CrossModalitySampler", "EpochConvention"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 
-from trainer.common import Modality
+from common import Modality
 
 __all__ = ["DatasetError", "LabelledSample", "Sample", "relabel"]
 
@@ -24,7 +24,7 @@ class Sample:
             file's label).
         camid: camera number. SYSU-MM01: 1..6 (infrared iff 3 or 6). RegDB: 2 for visible and 3 for
             thermal, as MPANet assigns them; RegDB searches use no camera filtering.
-        modality: :class:`~trainer.common.Modality` of the image.
+        modality: :class:`~common.Modality` of the image.
     """
 
     path: str

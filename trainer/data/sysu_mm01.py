@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from trainer.common import Modality
+from common import Modality
 from trainer.data.images import IMAGE_SUFFIXES, CorruptPolicy, apply_corrupt_policy
 from trainer.data.samples import DatasetError, LabelledSample, Sample, relabel
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.common.files import atomic_save
+from common.files import atomic_save
 from trainer.data.samples import Sample
 
 __all__ = ["EmbedFn", "extract_features", "feature_cache_key", "torch_embed_fn"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.common.files import atomic_save, atomic_write_text
+from common.files import atomic_save, atomic_write_text
 from trainer.evaluation.protocols import scored_protocols
 
 __all__ = ["plot_cmc", "results_table_markdown", "to_jsonable", "write_report"]

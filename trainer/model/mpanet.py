@@ -45,7 +45,7 @@ class MPANet(nn.Module):
     """The MPANet network. Build it with :func:`build_mpanet`.
 
     Inputs are (B, 3, H, W) float ImageNet-normalised images; ``modality`` is a (B,) integer tensor of
-    flags (0 visible, 1 infrared, see :class:`trainer.common.Modality`).
+    flags (0 visible, 1 infrared, see :class:`common.Modality`).
     """
 
     def __init__(self, config: ModelConfig) -> None:

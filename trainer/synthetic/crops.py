@@ -14,7 +14,7 @@ import math
 import cv2
 import numpy as np
 
-from trainer.common import Modality
+from common import Modality
 from trainer.synthetic.person import PersonAppearance, render_person, sample_appearance
 
 __all__ = [

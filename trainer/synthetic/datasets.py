@@ -31,8 +31,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from trainer.common import Modality
-from trainer.common.files import atomic_write_bytes, atomic_write_text
+from common import Modality
+from common.files import atomic_write_bytes, atomic_write_text
 from trainer.synthetic.crops import REGDB_CAMERA_STYLES, SYSU_CAMERA_STYLES, render_crop, sample_pose
 from trainer.synthetic.person import sample_appearance
 

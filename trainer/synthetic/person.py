@@ -32,7 +32,7 @@ import math
 import cv2
 import numpy as np
 
-from trainer.common import Modality
+from common import Modality
 
 __all__ = [
     "HAIR_STYLES",

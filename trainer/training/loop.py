@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from common.configuring import config_to_yaml, save_resolved_config
+from common.memory import peak_rss_mb
 from trainer.checkpoint import read_checkpoint, save_checkpoint
-from trainer.common.configuring import config_to_yaml, save_resolved_config
-from trainer.common.memory import peak_rss_mb
 from trainer.config import TrainConfig
 from trainer.losses import MPANetObjective, mean_update_rate
 from trainer.model import MPANet, build_mpanet

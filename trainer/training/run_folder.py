@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.common.files import atomic_write_text
+from common.files import atomic_write_text
 
 
 @dataclass(frozen=True)

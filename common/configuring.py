@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from trainer.common.files import atomic_write_text
+from common.files import atomic_write_text
 
 T = TypeVar("T")
 
