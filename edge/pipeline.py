@@ -353,7 +353,7 @@ def _finish(
     by_signal: bool,
 ) -> PipelineResult:
     from edge.linking.publishing import read_updates
-    from edge.linking.scoring import (
+    from edge.evaluation.scoring import (
         identity_timelines,
         read_mot_ground_truth,
         read_sightings,

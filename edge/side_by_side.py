@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.linking.scoring import Sighting
+from edge.evaluation.scoring import Sighting
 from edge.sinks import id_colour
 
 _HEADER_PX = 22

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from edge.linking.scoring import Sighting, read_mot_ground_truth, read_sightings, score_linking
+from edge.evaluation.scoring import Sighting, read_mot_ground_truth, read_sightings, score_linking
 
 A, B, C, FAR = (0, 0, 10, 20), (50, 0, 60, 20), (5, 5, 15, 25), (200, 200, 210, 220)
 
