@@ -352,7 +352,6 @@ def _finish(
     codes: dict[str, int],
     by_signal: bool,
 ) -> PipelineResult:
-    from edge.linking.publishing import read_updates
     from edge.evaluation.scoring import (
         identity_timelines,
         read_mot_ground_truth,
@@ -360,6 +359,7 @@ def _finish(
         score_linking,
         sighting_identities,
     )
+    from edge.linking.publishing import read_updates
 
     out = Path(config.output_dir)
     sighting_logs = [

@@ -80,19 +80,16 @@ def tiny_engine(tmp_path_factory) -> tuple[Path, int, list[int]]:
 
 def test_nodes_and_linker_link_people_across_modalities(tiny_engine, tmp_path):
     model, dataset_seed, train_ids = tiny_engine
-    import sys
-
-    sys.path.insert(0, str(REPO_ROOT))
-    import run_pipeline
+    from edge.demo import DemoConfig, DemoSceneConfig, run_demo
 
     people = 4
-    demo = run_pipeline.DemoConfig(
+    demo = DemoConfig(
         output_dir=str(tmp_path / "run"),
         model=str(model),
-        scene=run_pipeline.DemoSceneConfig(seed=5, duration_s=12.0, people=people),
+        scene=DemoSceneConfig(seed=5, duration_s=12.0, people=people),
         progress=False,
     )
-    summary = run_pipeline.run_demo(demo, scene_identities=(dataset_seed, tuple(train_ids[:people])))
+    summary = run_demo(demo, scene_identities=(dataset_seed, tuple(train_ids[:people])))
     print(json.dumps(summary["score"], indent=1))
     assert summary["exit_codes"] == {"linker": 0, "node-node-cam-rgb": 0, "node-node-cam-ir": 0}
     score = summary["score"]
