@@ -29,3 +29,14 @@ def _offline_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     os.makedirs(cache, exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory):
+    """The tiny FP32 engine (checkpoint + verified ONNX) of :mod:`engine_artifacts`, built once per session.
+
+    Imported lazily so that test files which need no engine do not import torch at collection.
+    """
+    from engine_artifacts import tiny_engine
+
+    return tiny_engine(tmp_path_factory.getbasetemp())

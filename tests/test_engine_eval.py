@@ -7,15 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from engine_artifacts import TinyEngine, copy_artifact, tiny_engine
+from engine_artifacts import TinyEngine, copy_artifact
 
 from engines.cli.evaluate import main as eval_main
 from engines.sidecar import load_sidecar, save_sidecar
-
-
-@pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> TinyEngine:
-    return tiny_engine(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from engine_artifacts import EMBEDDING_DIM, HEIGHT, WIDTH, TinyEngine, copy_artifact, images, tiny_engine
+from engine_artifacts import EMBEDDING_DIM, HEIGHT, WIDTH, TinyEngine, copy_artifact, images
 
 from common.files import sha256_file
 from engines.export import ExportError, export_model, export_onnx
 from engines.runtime import l2_normalize
 from engines.sidecar import EngineSidecar, SidecarError, load_sidecar, sidecar_path
-
-
-@pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> TinyEngine:
-    return tiny_engine(tmp_path_factory.getbasetemp())
 
 
 def test_parity_at_batch_1_7_32_is_recorded_and_above_threshold(engine: TinyEngine) -> None:

@@ -22,7 +22,6 @@ from engine_artifacts import (
     calibration_set,
     copy_artifact,
     images,
-    tiny_engine,
     tiny_fp16,
     tiny_int8,
     tiny_int8_cpu,
@@ -43,11 +42,6 @@ from engines.sidecar import Preprocessing, load_sidecar
 
 FP16_COSINE_FLOOR = 0.999
 INT8_COSINE_FLOOR = 0.99
-
-
-@pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> TinyEngine:
-    return tiny_engine(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

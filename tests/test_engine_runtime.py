@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from engine_artifacts import EMBEDDING_DIM, HEIGHT, WIDTH, TinyEngine, copy_artifact, images, tiny_engine
+from engine_artifacts import EMBEDDING_DIM, HEIGHT, WIDTH, TinyEngine, copy_artifact, images
 
 from common.files import sha256_file
 from engines.runtime import EmbedderError, backend_for, load_embedder, preprocess_crops
@@ -30,11 +30,6 @@ from engines.sidecar import (
 
 REPO = Path(__file__).resolve().parents[1]
 OSNET = REPO / ".." / "shared" / "data" / "real" / "models" / "osnet_x0_25_msmt17.onnx"
-
-
-@pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> TinyEngine:
-    return tiny_engine(tmp_path_factory.getbasetemp())
 
 
 def test_backend_is_chosen_from_the_artifact(engine: TinyEngine) -> None:

@@ -18,7 +18,6 @@ from engine_artifacts import (
     WIDTH,
     TinyEngine,
     images,
-    tiny_engine,
     tiny_fp16,
     tiny_int8,
     tiny_int8_cpu,
@@ -36,11 +35,6 @@ from engines.tensorrt import (
     inspector_precisions,
     normalize_type_name,
 )
-
-
-@pytest.fixture(scope="session")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> TinyEngine:
-    return tiny_engine(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

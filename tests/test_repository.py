@@ -27,3 +27,34 @@ def test_ci_runs_the_readme_test_command_and_never_swallows_failures():
     assert _quick_start_commands()[1] in ci
     assert "set -euo pipefail" in ci
     assert "|| true" not in ci
+
+
+def _folder_table() -> dict[str, str]:
+    """The README's "Folders" table: first cell (a backticked path) -> the description cell."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Folders\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1]
+    return rows
+
+
+def test_readme_folder_table_matches_the_tree():
+    """Every top-level package is in the table, and every path the table names exists in its folder."""
+    import re
+
+    rows = _folder_table()
+    packages = {p.parent.name + "/" for p in REPO_ROOT.glob("*/__init__.py")}
+    assert packages <= set(rows), (
+        f"top-level packages missing from the README's folder table: {packages - set(rows)}"
+    )
+    for folder, description in rows.items():
+        assert (REPO_ROOT / folder).exists(), f"README folder table names {folder}, which does not exist"
+        if not folder.endswith("/"):
+            continue
+        for name in re.findall(r"`([A-Za-z0-9_./-]+)`", description):
+            if "/" in name.rstrip("/") or not re.fullmatch(r"[A-Za-z0-9_]+(/|\.py)", name):
+                continue  # a command or a qualified name, not an entry of this folder
+            assert (REPO_ROOT / folder / name).exists(), f"README says {folder} holds {name}; it does not"
