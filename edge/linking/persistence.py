@@ -25,26 +25,31 @@ last decision (or at the snapshot, if later); global ids, assignments and number
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import math
 import os
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
 
 from common.files import atomic_open
+from common.modality import Modality
 from edge.linking.assignment import MatchingRules
 from edge.linking.events import Event, EventError, event_from_json, event_to_json
-from edge.linking.gallery import GalleryConfig
-from edge.linking.linker import IdentityLinker
+from edge.linking.gallery import ChunkedArray, Gallery, GalleryConfig, TrackKey
+from edge.linking.linker import EndedSpan, IdentityLinker, LinkerCounters, TrackState
 
 SNAPSHOT_NAME = "snapshot.bin"
 SNAPSHOT_MAGIC = b"MPALINK\x01"
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2  # 2: tracks and ended spans written field by field (issue 10)
 _SEGMENT = re.compile(r"^journal-(\d{12})\.jsonl$")
 
 
@@ -165,6 +170,258 @@ class Journal:
             self._handle = None
 
 
+# ------------------------------------------------------------------------------ linker <-> state
+#
+# The dataclasses of the linker's state (TrackState, EndedSpan, LinkerCounters) are written and read
+# field by field from ``dataclasses.fields`` and their type hints, so a field added to one of them is
+# saved and restored without touching this module -- or, if its type has no codec below, refused
+# loudly by every snapshot (and by tests/test_linker_persistence.py), never silently forgotten.
+
+
+def _decoder(hint: Any, where: str) -> Callable[[Any], Any]:
+    """The JSON value -> Python value converter for a field of type ``hint`` (``where`` names it)."""
+    if hint is Modality:
+        return Modality.parse
+    if hint == TrackKey:
+        return _key
+    if hint in (int, float, str):
+        return lambda value: _scalar(hint, value, where)
+    if get_origin(hint) in (Union, UnionType):
+        inner = [a for a in get_args(hint) if a is not type(None)]
+        if len(inner) == 1 and type(None) in get_args(hint):
+            decode = _decoder(inner[0], where)
+            return lambda value: None if value is None else decode(value)
+    raise TypeError(f"{where}: no snapshot codec for type {hint!r}; add one in edge/linking/persistence.py")
+
+
+def _scalar(kind: type, value: Any, where: str) -> Any:
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, Modality):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _is_array_hint(hint: Any) -> bool:
+    return hint is np.ndarray or (get_origin(hint) in (Union, UnionType) and np.ndarray in get_args(hint))
+
+
+@dataclass(frozen=True)
+class _RecordCodec:
+    """Writes and reads one dataclass type as a JSON object plus rows of named arrays.
+
+    Fields typed ``np.ndarray`` (or ``| None``) become a row of the array ``<prefix>_<field>``
+    (the JSON object holds the row number or None); every other field is a JSON value.
+    """
+
+    cls: type
+    prefix: str
+
+    def fields(self) -> list[tuple[str, Any]]:
+        hints = get_type_hints(self.cls)
+        return [(f.name, hints[f.name]) for f in dataclasses.fields(self.cls)]
+
+    def encode(self, record: Any, rows: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, hint in self.fields():
+            value = getattr(record, name)
+            if _is_array_hint(hint):
+                if value is None:
+                    out[name] = None
+                else:
+                    column = rows.setdefault(f"{self.prefix}_{name}", [])
+                    out[name] = len(column)
+                    column.append(np.asarray(value, dtype=np.float32))
+            else:
+                _decoder(hint, f"{self.cls.__name__}.{name}")  # refuses a type it could not read back
+                out[name] = _encode_value(value)
+        return out
+
+    def decode(self, item: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
+        values: dict[str, Any] = {}
+        for name, hint in self.fields():
+            where = f"{self.cls.__name__}.{name}"
+            if name not in item:
+                raise ValueError(f"{where} is missing")
+            if _is_array_hint(hint):
+                row = item[name]
+                if row is None:
+                    values[name] = None
+                else:
+                    column = arrays[f"{self.prefix}_{name}"]
+                    row = _scalar(int, row, where)
+                    if not 0 <= row < len(column):
+                        raise ValueError(f"{where}: row {row} outside the {len(column)} stored rows")
+                    values[name] = np.array(column[row], dtype=np.float32)
+            else:
+                values[name] = _decoder(hint, where)(item[name])
+        return self.cls(**values)
+
+    def array_names(self) -> list[str]:
+        return [f"{self.prefix}_{name}" for name, hint in self.fields() if _is_array_hint(hint)]
+
+
+_TRACKS = _RecordCodec(TrackState, "track")
+_ENDED = _RecordCodec(EndedSpan, "ended")
+
+
+def linker_state(linker: IdentityLinker) -> tuple[dict[str, Any], dict[str, ChunkedArray]]:
+    """Everything needed to rebuild ``linker``: (JSON-ready metadata, named arrays).
+
+    The prototype arrays are the stores' codes in their storage dtype, produced in chunks; the
+    tracks' vectors (``track_<field>``) are float32 rows.
+    """
+    arrays: dict[str, ChunkedArray] = {}
+    meta: dict[str, Any] = {
+        "last_seq": linker.last_seq,
+        "clock": linker.clock if math.isfinite(linker.clock) else None,
+        "camera_clock": dict(linker.camera_clock),
+        "counters": linker.counters.as_dict(),
+        "gallery": None,
+    }
+    gallery = linker.gallery
+    if gallery is not None:
+        meta["gallery"] = _gallery_state(gallery, arrays)
+    rows: dict[str, list[np.ndarray]] = {}
+    meta["tracks"] = [_TRACKS.encode(linker.tracks[key], rows) for key in sorted(linker.tracks)]
+    meta["ended"] = {
+        camera: [_ENDED.encode(span, rows) for span in spans] for camera, spans in linker.ended.items()
+    }
+    dim = gallery.dim if gallery is not None else next((r[0].shape[0] for r in rows.values() if r), 0)
+    for name in _TRACKS.array_names() + _ENDED.array_names():
+        column = rows.get(name, [])
+        stacked = np.stack(column).astype(np.float32) if column else np.zeros((0, dim), np.float32)
+        arrays[name] = ChunkedArray.of(stacked)
+    return meta, arrays
+
+
+def _gallery_state(gallery: Gallery, arrays: dict[str, ChunkedArray]) -> dict[str, Any]:
+    identities = []
+    per_modality: dict[Modality, list[int]] = {m: [] for m in Modality}
+    for gid in sorted(gallery.identities):
+        identity = gallery.identities[gid]
+        prototypes = []
+        for p in identity.prototypes:
+            per_modality[p.modality].append(p.slot)
+            prototypes.append(
+                {
+                    "modality": str(p.modality),
+                    "row": len(per_modality[p.modality]) - 1,
+                    "camera_id": p.camera_id,
+                    "track_key": None if p.track_key is None else list(p.track_key),
+                    "weight": p.weight,
+                    "updated_ts": p.updated_ts,
+                }
+            )
+        identities.append(
+            {
+                "global_id": gid,
+                "created_ts": identity.created_ts,
+                "last_seen_ts": identity.last_seen_ts,
+                "live_tracks": sorted(list(k) for k in identity.live_tracks),
+                "prototypes": prototypes,
+            }
+        )
+    for modality, slots in per_modality.items():
+        arrays[f"prototypes_{modality}"] = gallery.stores[modality].export_codes(slots)
+    return {
+        "engine_id": gallery.engine_id,
+        "dim": gallery.dim,
+        "next_global_id": gallery.next_global_id,
+        "identities": identities,
+    }
+
+
+def linker_from_state(
+    meta: dict[str, Any], arrays: dict[str, Any], rules: MatchingRules, gallery_config: GalleryConfig
+) -> IdentityLinker:
+    """Rebuild a linker from :func:`linker_state`'s output (with today's rules and bounds).
+
+    ``arrays`` map names to row-indexable arrays (numpy arrays or the snapshot's lazy readers); the
+    prototypes are read one row at a time, in order.
+
+    Raises:
+        ValueError, KeyError, TypeError: metadata that does not describe a linker (the caller
+            names the file); EventError: a gallery of another engine than ``gallery_config``'s.
+    """
+    linker = IdentityLinker(rules, gallery_config)
+    linker.last_seq = _scalar(int, meta["last_seq"], "last_seq")
+    linker.clock = -math.inf if meta["clock"] is None else _scalar(float, meta["clock"], "clock")
+    linker.camera_clock = {str(k): _scalar(float, v, "camera_clock") for k, v in meta["camera_clock"].items()}
+    known = {f.name for f in dataclasses.fields(LinkerCounters)}
+    for name, value in meta["counters"].items():
+        if name in known:  # a counter that no longer exists is dropped; a new one starts at 0
+            setattr(linker.counters, name, _scalar(int, value, f"counters.{name}"))
+    if meta["gallery"] is not None:
+        linker.gallery = _gallery_from_state(meta["gallery"], arrays, gallery_config)
+    track_arrays = {n: np.asarray(arrays[n], dtype=np.float32) for n in _TRACKS.array_names()}
+    for item in meta["tracks"]:
+        state: TrackState = _TRACKS.decode(item, track_arrays)
+        linker.tracks[state.key] = state
+        linker.camera_tracks.setdefault(state.camera_id, {})[state.key] = state
+    ended_arrays = {n: np.asarray(arrays[n], dtype=np.float32) for n in _ENDED.array_names()}
+    linker.ended = {
+        str(camera): [_ENDED.decode(item, ended_arrays) for item in spans]
+        for camera, spans in meta["ended"].items()
+    }
+    return linker
+
+
+def _gallery_from_state(g: dict[str, Any], arrays: dict[str, Any], gallery_config: GalleryConfig) -> Gallery:
+    engine_id = g["engine_id"]
+    if not isinstance(engine_id, str):
+        raise ValueError(f"gallery.engine_id: expected a string, got {engine_id!r}")
+    if gallery_config.engine_id and gallery_config.engine_id != engine_id:
+        raise EventError(
+            f"the snapshot's gallery holds engine {engine_id} but gallery.engine_id is "
+            f"{gallery_config.engine_id}: start with a fresh state_dir for another engine"
+        )
+    gallery = Gallery(
+        _scalar(int, g["dim"], "gallery.dim"), dataclasses.replace(gallery_config, engine_id=engine_id)
+    )
+    vectors = {m: arrays[f"prototypes_{m}"] for m in Modality}  # rows are read one at a time
+    for item in g["identities"]:
+        identity = gallery.create_identity(
+            _scalar(float, item["created_ts"], "created_ts"), _scalar(int, item["global_id"], "global_id")
+        )
+        identity.live_tracks = {_key(k) for k in item["live_tracks"]}
+        for p in item["prototypes"]:
+            modality = Modality.parse(p["modality"])
+            gallery.restore_prototype(
+                identity.global_id,
+                modality,
+                str(p["camera_id"]),
+                None if p["track_key"] is None else _key(p["track_key"]),
+                _scalar(float, p["weight"], "prototype weight"),
+                _scalar(float, p["updated_ts"], "prototype updated_ts"),
+                np.asarray(vectors[modality][_scalar(int, p["row"], "prototype row")], dtype=np.float32),
+            )
+        gallery.touch(identity.global_id, _scalar(float, item["last_seen_ts"], "last_seen_ts"))
+    gallery.next_global_id = max(gallery.next_global_id, _scalar(int, g["next_global_id"], "next_global_id"))
+    return gallery
+
+
+def _key(value: Any) -> TrackKey:
+    producer, camera, track = value
+    if not (isinstance(producer, str) and isinstance(camera, str)):
+        raise ValueError(f"a track key is [producer_id, camera_id, track_id], got {value!r}")
+    return (producer, camera, _scalar(int, track, "track_id"))
+
+
 def save_snapshot(
     state_dir: str | os.PathLike[str], linker: IdentityLinker, extra: dict[str, Any] | None = None
 ) -> Path:
@@ -175,7 +432,7 @@ def save_snapshot(
     then the arrays' bytes back to back. The prototype vectors are streamed from the faiss stores
     in chunks, so a snapshot does not double the gallery's memory. Returns the snapshot's path.
     """
-    meta, arrays = linker.to_state()
+    meta, arrays = linker_state(linker)
     specs = {}
     offset = 0
     for name, array in arrays.items():
@@ -312,7 +569,7 @@ def recover(
         extra: dict[str, Any] = {}
     else:
         meta, arrays = loaded
-        linker = IdentityLinker.from_state(meta["linker"], arrays, rules, gallery_config)
+        linker = linker_from_state(meta["linker"], arrays, rules, gallery_config)
         extra = meta.get("extra", {})
     snapshot_seq = linker.last_seq
     events, tail = read_journal(state_dir)
