@@ -27,7 +27,9 @@ walking towards the right of the image. ``walk_phase`` is in radians (one gait c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -400,258 +402,351 @@ def _pose(person: PersonAppearance, walk_phase: float) -> _Pose:
     return pose
 
 
-def _lerp(
-    a: tuple[float, float, float], b: tuple[float, float, float], t: float
-) -> tuple[float, float, float]:
+_Point3 = tuple[float, float, float]  # (x, y, z) in the body frame, body units
+
+
+def _lerp(a: _Point3, b: _Point3, t: float) -> _Point3:
     return (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t)
 
 
-def _draw_body(p: _Painter, person: PersonAppearance, pose: _Pose) -> list[tuple[float, int, object]]:
-    """Collect drawing closures keyed by (depth, priority); returns them unsorted."""
-    items: list[tuple[float, int, object]] = []
-    s = p.scale
+# One deferred drawing call: (depth towards the camera in body units, priority among equal depths,
+# the call). render_person paints the items far-to-near, ties broken by priority.
+_DrawItem = tuple[float, int, Callable[[], None]]
 
-    def limb_chain(
-        points: list[tuple[float, float, float]],
-        radii: list[float],
-        covered: float,
-        base: int,
-        cover: int,
-        cover_pad: float,
-    ) -> None:
-        # Draw the limb as skin (or base), then overlay the garment on the first ``covered`` fraction.
-        projected = [p.project(q)[:2] for q in points]
-        for i in range(len(points) - 1):
-            p.capsule(projected[i], projected[i + 1], radii[i] * s, radii[i + 1] * s, base)
-        if covered <= 0:
-            return
-        lengths = [math.dist(points[i], points[i + 1]) for i in range(len(points) - 1)]
-        remaining = covered * sum(lengths)
-        for i, length in enumerate(lengths):
-            if remaining <= 0:
-                break
-            t = min(1.0, remaining / max(length, 1e-9))
-            end = _lerp(points[i], points[i + 1], t)
-            r_end = radii[i] + (radii[i + 1] - radii[i]) * t
-            p.capsule(
-                projected[i], p.project(end)[:2], radii[i] * s * cover_pad, r_end * s * cover_pad, cover
-            )
-            remaining -= length
 
-    top_label = _TOP
-    for side in (-1, 1):
-        # ---- legs (thigh, shin), lower garment, shoes
-        def leg(side: int = side) -> None:
-            hip, knee, ankle, toe = pose.hip[side], pose.knee[side], pose.ankle[side], pose.toe[side]
-            thick = 0.046 * person.build
-            covered = person.lower_length if person.lower_garment in ("trousers", "shorts") else 0.0
-            pad = 1.12 if person.lower_garment == "trousers" else 1.18
-            limb_chain([hip, knee, ankle], [thick, 0.034 * person.build, 0.024], covered, _SKIN, _BOTTOM, pad)
-            heel = (ankle[0], ankle[1] + 0.022, ankle[2] - 0.018)
-            shoe_r = 0.02 if person.shoes != "sandals" else 0.014
-            p.capsule(p.project(heel)[:2], p.project(toe)[:2], shoe_r * s, shoe_r * 0.85 * s, _SHOES)
-            if person.shoes == "boots":
-                top = _lerp(ankle, knee, 0.3)
-                p.capsule(p.project(top)[:2], p.project(ankle)[:2], 0.03 * s, 0.027 * s, _SHOES)
+def _draw_body(p: _Painter, person: PersonAppearance, pose: _Pose) -> list[_DrawItem]:
+    """Collect one drawer per body part, keyed by (depth, priority); returns them unsorted.
 
-        depth = p.project(pose.hip[side])[2]
-        items.append((depth, 0, leg))
-
-        # ---- arms: sleeve, skin, hand
-        def arm(side: int = side) -> None:
-            shoulder, elbow, wrist = pose.shoulder[side], pose.elbow[side], pose.wrist[side]
-            radius = 0.029 * math.sqrt(person.build)
-            limb_chain(
-                [shoulder, elbow, wrist],
-                [radius, 0.024 * math.sqrt(person.build), 0.019],
-                person.sleeve_length,
-                _SKIN,
-                top_label,
-                1.15,
-            )
-            hand = _lerp(elbow, wrist, 1.12)
-            p.circle(p.project(hand)[:2], 0.021 * s, _SKIN)
-
-        items.append((p.project(pose.shoulder[side])[2], 4, arm))
-
-    # ---- pelvis, skirt
-    def pelvis() -> None:
-        y0, y1 = pose.hip_y - 0.025, pose.hip_y + 0.07
-        half = pose.hip_half * abs(p.cos_f) + pose.torso_depth * abs(p.sin_f)
-        cx = p.origin_x
-        p.polygon(
-            [
-                (cx - half * s, y0 * s + p.origin_y),
-                (cx + half * s, y0 * s + p.origin_y),
-                (cx + 0.6 * half * s, y1 * s + p.origin_y),
-                (cx - 0.6 * half * s, y1 * s + p.origin_y),
-            ],
-            _BOTTOM,
+    The depth of each part is where it sits towards the camera (the painter sorts far-to-near); the
+    priority breaks ties between parts at the same (rounded) depth: legs 0, pelvis 1, skirt 2,
+    torso 3, arms 4, backpack and long hair's back 5, shoulder bag 6, hair strands and ponytail 7,
+    head 8. The append order matters too: the sort is stable.
+    """
+    items: list[_DrawItem] = []
+    for side in (-1, 1):  # -1: the person's right, +1: the person's left
+        items.append((p.project(pose.hip[side])[2], 0, functools.partial(_draw_leg, p, person, pose, side)))
+        items.append(
+            (p.project(pose.shoulder[side])[2], 4, functools.partial(_draw_arm, p, person, pose, side))
         )
-
-    items.append((0.0, 1, pelvis))
+    items.append((0.0, 1, functools.partial(_draw_pelvis, p, pose)))
     if person.lower_garment == "skirt":
-
-        def skirt() -> None:
-            y0 = pose.hip_y - 0.03
-            y1 = pose.hip_y + person.lower_length * (1.0 - pose.hip_y)
-            w0 = pose.hip_half * 1.05 * abs(p.cos_f) + pose.torso_depth * abs(p.sin_f)
-            w1 = pose.hip_half * 1.55 * abs(p.cos_f) + pose.torso_depth * 1.5 * abs(p.sin_f)
-            cx = p.origin_x
-            p.polygon(
-                [
-                    (cx - w0 * s, y0 * s + p.origin_y),
-                    (cx + w0 * s, y0 * s + p.origin_y),
-                    (cx + w1 * s, y1 * s + p.origin_y),
-                    (cx - w1 * s, y1 * s + p.origin_y),
-                ],
-                _BOTTOM,
-            )
-
-        items.append((0.0, 2, skirt))
-
-    # ---- torso (top garment or coat), pattern, backpack straps
-    def torso() -> None:
-        ws = pose.shoulder_half * abs(p.cos_f) + pose.torso_depth * abs(p.sin_f)
-        ww = pose.shoulder_half * 0.8 * abs(p.cos_f) + pose.torso_depth * 0.95 * abs(p.sin_f)
-        wh = pose.hip_half * 1.05 * abs(p.cos_f) + pose.torso_depth * abs(p.sin_f)
-        cx, oy = p.origin_x, p.origin_y
-        ys, yh = pose.shoulder_y, pose.hip_y
-        hem = yh + 0.035
-        if person.coat:
-            knee = 0.5 * (pose.knee[-1][1] + pose.knee[1][1]) + 0.02
-            wk = wh * 1.35
-            outline = [
-                (-ws * 0.75, ys - 0.012),
-                (ws * 0.75, ys - 0.012),
-                (ws, ys + 0.03),
-                (ww, (ys + yh) / 2),
-                (wh * 1.1, yh),
-                (wk, knee),
-                (-wk, knee),
-                (-wh * 1.1, yh),
-                (-ww, (ys + yh) / 2),
-                (-ws, ys + 0.03),
-            ]
-        else:
-            outline = [
-                (-ws * 0.75, ys - 0.012),
-                (ws * 0.75, ys - 0.012),
-                (ws, ys + 0.03),
-                (ww, (ys + yh) / 2),
-                (wh, hem),
-                (-wh, hem),
-                (-ww, (ys + yh) / 2),
-                (-ws, ys + 0.03),
-            ]
-        p.polygon([(cx + x * s, oy + y * s) for x, y in outline], _TOP)
-        # neck
-        p.polygon(
-            [
-                (cx - 0.025 * s, oy + (pose.neck_y - 0.01) * s),
-                (cx + 0.025 * s, oy + (pose.neck_y - 0.01) * s),
-                (cx + 0.03 * s, oy + (ys + 0.005) * s),
-                (cx - 0.03 * s, oy + (ys + 0.005) * s),
-            ],
-            _SKIN,
-        )
-        front = p.cos_f
-        if person.top_pattern == "logo" and front > 0.35:
-            lw = 0.045 * front
-            p.polygon(
-                [
-                    (cx - lw * s, oy + (ys + 0.05) * s),
-                    (cx + lw * s, oy + (ys + 0.05) * s),
-                    (cx + lw * s, oy + (ys + 0.11) * s),
-                    (cx - lw * s, oy + (ys + 0.11) * s),
-                ],
-                _TOP2,
-            )
-        if person.top_pattern == "two_tone":
-            y_mid = ys + 0.55 * (yh - ys)
-            bottom_y = (0.5 * (pose.knee[-1][1] + pose.knee[1][1]) + 0.02) if person.coat else hem
-            wb = (wh * 1.35) if person.coat else wh
-            p.polygon(
-                [
-                    (cx - ww * 1.02 * s, oy + y_mid * s),
-                    (cx + ww * 1.02 * s, oy + y_mid * s),
-                    (cx + wb * 1.02 * s, oy + bottom_y * s),
-                    (cx - wb * 1.02 * s, oy + bottom_y * s),
-                ],
-                _TOP2,
-            )
-        if person.backpack and front > 0.15:
-            for side in (-1, 1):
-                top = p.project((side * pose.shoulder_half * 0.55, ys - 0.005, 0.0))
-                bottom = p.project((side * pose.hip_half * 0.7, ys + 0.2, 0.0))
-                p.capsule(top[:2], bottom[:2], 0.011 * s, 0.011 * s, _BACKPACK)
-
-    items.append((0.0, 3, torso))
-
-    # ---- long hair falling on the back / over the shoulders, ponytail
+        items.append((0.0, 2, functools.partial(_draw_skirt, p, person, pose)))
+    items.append((0.0, 3, functools.partial(_draw_torso, p, person, pose)))
     r = pose.head_radius
-    hy = pose.head_centre[1]
     if person.hair_style == "long":
-
-        def long_hair_back() -> None:
-            pts3 = [
-                (-r * 0.95, hy, -r * 0.3),
-                (r * 0.95, hy, -r * 0.3),
-                (r * 1.1, pose.shoulder_y + 0.1, -pose.torso_depth),
-                (-r * 1.1, pose.shoulder_y + 0.1, -pose.torso_depth),
-            ]
-            p.polygon([p.project(q)[:2] for q in pts3], _HAIR)
-
-        items.append((-pose.torso_depth * p.cos_f, 5, long_hair_back))
-
-        def long_hair_front() -> None:
-            for side in (-1, 1):
-                a = p.project((side * r * 0.85, hy, 0.2 * r))
-                b = p.project((side * r * 0.95, pose.shoulder_y + 0.05, 0.35 * r))
-                p.capsule(a[:2], b[:2], 0.022 * s, 0.016 * s, _HAIR)
-
-        items.append((0.5 * r * p.cos_f, 7, long_hair_front))
+        items.append((-pose.torso_depth * p.cos_f, 5, functools.partial(_draw_long_hair_back, p, pose)))
+        items.append((0.5 * r * p.cos_f, 7, functools.partial(_draw_long_hair_front, p, pose)))
     if person.hair_style == "ponytail":
-
-        def ponytail() -> None:
-            a = p.project((0.0, hy - 0.2 * r, -r * 0.95))
-            b = p.project((0.0, hy + 1.9 * r, -r * 1.25))
-            p.capsule(a[:2], b[:2], 0.024 * s, 0.012 * s, _HAIR)
-
-        items.append((-r * p.cos_f, 7, ponytail))
-
-    # ---- backpack
+        items.append((-r * p.cos_f, 7, functools.partial(_draw_ponytail, p, pose)))
     if person.backpack:
-
-        def backpack() -> None:
-            centre = (0.0, pose.shoulder_y + 0.12, -(pose.torso_depth + 0.04))
-            p.box(centre, (0.085 * person.build**0.5, 0.115, 0.042), _BACKPACK, round_px=0.02 * s)
-
-        items.append((-(pose.torso_depth + 0.04) * p.cos_f, 5, backpack))
-
-    # ---- shoulder bag at one hip, strap to the same shoulder
+        items.append(
+            (-(pose.torso_depth + 0.04) * p.cos_f, 5, functools.partial(_draw_backpack, p, person, pose))
+        )
     if person.bag != "none":
         side = 1 if person.bag == "left" else -1
-        size = person.bag_size
-
-        def bag(side: int = side) -> None:
-            centre = (side * (pose.hip_half + 0.035), pose.hip_y + 0.01, 0.01)
-            strap_top = p.project((side * pose.shoulder_half * 0.7, pose.shoulder_y - 0.005, 0.0))
-            strap_bottom = p.project((centre[0], centre[1] - 0.05 * size, centre[2]))
-            p.capsule(strap_top[:2], strap_bottom[:2], 0.006 * s, 0.006 * s, _BAG)
-            p.box(centre, (0.022, 0.05 * size, 0.075 * size), _BAG, round_px=0.012 * s)
-
-        items.append((p.project((side * (pose.hip_half + 0.035), 0.0, 0.01))[2] + 0.01, 6, bag))
-
-    # ---- head (per-pixel sphere: face, hair, glasses, hat)
-    def head() -> None:
-        _draw_head(p, person, pose)
-
-    items.append((0.0, 8, head))
+        depth = p.project((side * (pose.hip_half + 0.035), 0.0, 0.01))[2] + 0.01
+        items.append((depth, 6, functools.partial(_draw_shoulder_bag, p, person, pose, side)))
+    items.append((0.0, 8, functools.partial(_draw_head, p, person, pose)))
     return items
 
 
+def _limb_chain(
+    p: _Painter,
+    points: list[_Point3],
+    radii: list[float],
+    covered: float,
+    base: int,
+    cover: int,
+    cover_pad: float,
+) -> None:
+    """Paint a jointed limb as tapered capsules, then a garment over its first ``covered`` fraction.
+
+    Args:
+        points: joints in the body frame (body units), root first (e.g. hip, knee, ankle).
+        radii: limb radius at each joint (body units).
+        covered: fraction of the chain's length (0..1) the garment covers, measured from the root.
+        base: label of the bare limb (skin); cover: label of the garment.
+        cover_pad: garment radius / limb radius (> 1: the garment stands off the skin).
+    """
+    s = p.scale
+    projected = [p.project(q)[:2] for q in points]
+    for i in range(len(points) - 1):
+        p.capsule(projected[i], projected[i + 1], radii[i] * s, radii[i + 1] * s, base)
+    if covered <= 0:
+        return
+    lengths = [math.dist(points[i], points[i + 1]) for i in range(len(points) - 1)]
+    remaining = covered * sum(lengths)
+    for i, length in enumerate(lengths):
+        if remaining <= 0:
+            break
+        t = min(1.0, remaining / max(length, 1e-9))
+        end = _lerp(points[i], points[i + 1], t)
+        r_end = radii[i] + (radii[i + 1] - radii[i]) * t
+        p.capsule(projected[i], p.project(end)[:2], radii[i] * s * cover_pad, r_end * s * cover_pad, cover)
+        remaining -= length
+
+
+def _draw_leg(p: _Painter, person: PersonAppearance, pose: _Pose, side: int) -> None:
+    """One leg (``side`` -1 right, +1 left): thigh and shin in skin, trousers / shorts over them, a shoe,
+    and for boots a shaft up the shin."""
+    s = p.scale
+    hip, knee, ankle, toe = pose.hip[side], pose.knee[side], pose.ankle[side], pose.toe[side]
+    thick = 0.046 * person.build
+    covered = person.lower_length if person.lower_garment in ("trousers", "shorts") else 0.0
+    pad = 1.12 if person.lower_garment == "trousers" else 1.18
+    _limb_chain(p, [hip, knee, ankle], [thick, 0.034 * person.build, 0.024], covered, _SKIN, _BOTTOM, pad)
+    heel = (ankle[0], ankle[1] + 0.022, ankle[2] - 0.018)
+    shoe_r = 0.02 if person.shoes != "sandals" else 0.014
+    p.capsule(p.project(heel)[:2], p.project(toe)[:2], shoe_r * s, shoe_r * 0.85 * s, _SHOES)
+    if person.shoes == "boots":
+        top = _lerp(ankle, knee, 0.3)
+        p.capsule(p.project(top)[:2], p.project(ankle)[:2], 0.03 * s, 0.027 * s, _SHOES)
+
+
+def _draw_arm(p: _Painter, person: PersonAppearance, pose: _Pose, side: int) -> None:
+    """One arm (``side`` -1 right, +1 left): upper and fore arm in skin, the sleeve over its first
+    ``sleeve_length`` fraction, and the hand."""
+    shoulder, elbow, wrist = pose.shoulder[side], pose.elbow[side], pose.wrist[side]
+    radius = 0.029 * math.sqrt(person.build)
+    _limb_chain(
+        p,
+        [shoulder, elbow, wrist],
+        [radius, 0.024 * math.sqrt(person.build), 0.019],
+        person.sleeve_length,
+        _SKIN,
+        _TOP,
+        1.15,
+    )
+    hand = _lerp(elbow, wrist, 1.12)
+    p.circle(p.project(hand)[:2], 0.021 * p.scale, _SKIN)
+
+
+def _draw_pelvis(p: _Painter, pose: _Pose) -> None:
+    """The seat of the lower garment: a trapezoid from just above the hips to the crotch."""
+    s = p.scale
+    y0, y1 = pose.hip_y - 0.025, pose.hip_y + 0.07
+    half = pose.hip_half * abs(p.cos_f) + pose.torso_depth * abs(p.sin_f)
+    cx = p.origin_x
+    p.polygon(
+        [
+            (cx - half * s, y0 * s + p.origin_y),
+            (cx + half * s, y0 * s + p.origin_y),
+            (cx + 0.6 * half * s, y1 * s + p.origin_y),
+            (cx - 0.6 * half * s, y1 * s + p.origin_y),
+        ],
+        _BOTTOM,
+    )
+
+
+def _draw_skirt(p: _Painter, person: PersonAppearance, pose: _Pose) -> None:
+    """A flared skirt from the waist down ``lower_length`` of the leg."""
+    s = p.scale
+    y0 = pose.hip_y - 0.03
+    y1 = pose.hip_y + person.lower_length * (1.0 - pose.hip_y)
+    w0 = pose.hip_half * 1.05 * abs(p.cos_f) + pose.torso_depth * abs(p.sin_f)
+    w1 = pose.hip_half * 1.55 * abs(p.cos_f) + pose.torso_depth * 1.5 * abs(p.sin_f)
+    cx = p.origin_x
+    p.polygon(
+        [
+            (cx - w0 * s, y0 * s + p.origin_y),
+            (cx + w0 * s, y0 * s + p.origin_y),
+            (cx + w1 * s, y1 * s + p.origin_y),
+            (cx - w1 * s, y1 * s + p.origin_y),
+        ],
+        _BOTTOM,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _TorsoShape:
+    """Half-widths and heights of the top garment as seen by the camera (body units).
+
+    ``shoulder`` / ``waist`` / ``hip`` are projected half-widths; ``hem_y`` and ``hem_half`` are where
+    the garment ends: just below the hips for a top, at the knees (and flared) for a coat.
+    """
+
+    shoulder: float
+    waist: float
+    hip: float
+    shoulder_y: float
+    hip_y: float
+    hem_y: float
+    hem_half: float
+
+
+def _torso_shape(p: _Painter, person: PersonAppearance, pose: _Pose) -> _TorsoShape:
+    """The silhouette measures shared by the garment outline and its two-tone pattern."""
+    hip = pose.hip_half * 1.05 * abs(p.cos_f) + pose.torso_depth * abs(p.sin_f)
+    if person.coat:
+        hem_y, hem_half = 0.5 * (pose.knee[-1][1] + pose.knee[1][1]) + 0.02, hip * 1.35
+    else:
+        hem_y, hem_half = pose.hip_y + 0.035, hip
+    return _TorsoShape(
+        shoulder=pose.shoulder_half * abs(p.cos_f) + pose.torso_depth * abs(p.sin_f),
+        waist=pose.shoulder_half * 0.8 * abs(p.cos_f) + pose.torso_depth * 0.95 * abs(p.sin_f),
+        hip=hip,
+        shoulder_y=pose.shoulder_y,
+        hip_y=pose.hip_y,
+        hem_y=hem_y,
+        hem_half=hem_half,
+    )
+
+
+def _draw_torso(p: _Painter, person: PersonAppearance, pose: _Pose) -> None:
+    """The top garment (or coat), the neck, the print on the top and the backpack's straps.
+
+    Painted in that order in one drawer: the neck, print and straps lie on the garment, at its depth.
+    """
+    shape = _torso_shape(p, person, pose)
+    _draw_top_garment(p, person, shape)
+    _draw_neck(p, pose)
+    _draw_top_pattern(p, person, shape)
+    if person.backpack and p.cos_f > 0.15:
+        _draw_backpack_straps(p, pose)
+
+
+def _draw_top_garment(p: _Painter, person: PersonAppearance, shape: _TorsoShape) -> None:
+    """The garment's outline, shoulders to hem; a coat widens below the hips down to the knees."""
+    s, cx, oy = p.scale, p.origin_x, p.origin_y
+    ws, ww, wh = shape.shoulder, shape.waist, shape.hip
+    ys, yh = shape.shoulder_y, shape.hip_y
+    if person.coat:
+        wk, knee = shape.hem_half, shape.hem_y
+        outline = [
+            (-ws * 0.75, ys - 0.012),
+            (ws * 0.75, ys - 0.012),
+            (ws, ys + 0.03),
+            (ww, (ys + yh) / 2),
+            (wh * 1.1, yh),
+            (wk, knee),
+            (-wk, knee),
+            (-wh * 1.1, yh),
+            (-ww, (ys + yh) / 2),
+            (-ws, ys + 0.03),
+        ]
+    else:
+        hem = shape.hem_y
+        outline = [
+            (-ws * 0.75, ys - 0.012),
+            (ws * 0.75, ys - 0.012),
+            (ws, ys + 0.03),
+            (ww, (ys + yh) / 2),
+            (wh, hem),
+            (-wh, hem),
+            (-ww, (ys + yh) / 2),
+            (-ws, ys + 0.03),
+        ]
+    p.polygon([(cx + x * s, oy + y * s) for x, y in outline], _TOP)
+
+
+def _draw_neck(p: _Painter, pose: _Pose) -> None:
+    """The neck in skin, from under the chin to the collar."""
+    s, cx, oy = p.scale, p.origin_x, p.origin_y
+    ys = pose.shoulder_y
+    p.polygon(
+        [
+            (cx - 0.025 * s, oy + (pose.neck_y - 0.01) * s),
+            (cx + 0.025 * s, oy + (pose.neck_y - 0.01) * s),
+            (cx + 0.03 * s, oy + (ys + 0.005) * s),
+            (cx - 0.03 * s, oy + (ys + 0.005) * s),
+        ],
+        _SKIN,
+    )
+
+
+def _draw_top_pattern(p: _Painter, person: PersonAppearance, shape: _TorsoShape) -> None:
+    """The print in the second colour: a chest logo (front views only) or a two-tone lower half.
+
+    Stripes are not drawn here: :func:`render_person` adds them per pixel when colouring.
+    """
+    s, cx, oy = p.scale, p.origin_x, p.origin_y
+    ys, yh = shape.shoulder_y, shape.hip_y
+    front = p.cos_f
+    if person.top_pattern == "logo" and front > 0.35:
+        lw = 0.045 * front
+        p.polygon(
+            [
+                (cx - lw * s, oy + (ys + 0.05) * s),
+                (cx + lw * s, oy + (ys + 0.05) * s),
+                (cx + lw * s, oy + (ys + 0.11) * s),
+                (cx - lw * s, oy + (ys + 0.11) * s),
+            ],
+            _TOP2,
+        )
+    if person.top_pattern == "two_tone":
+        y_mid = ys + 0.55 * (yh - ys)
+        ww, wb, bottom_y = shape.waist, shape.hem_half, shape.hem_y
+        p.polygon(
+            [
+                (cx - ww * 1.02 * s, oy + y_mid * s),
+                (cx + ww * 1.02 * s, oy + y_mid * s),
+                (cx + wb * 1.02 * s, oy + bottom_y * s),
+                (cx - wb * 1.02 * s, oy + bottom_y * s),
+            ],
+            _TOP2,
+        )
+
+
+def _draw_backpack_straps(p: _Painter, pose: _Pose) -> None:
+    """The backpack's two shoulder straps over the chest (the caller draws them in front views only)."""
+    s = p.scale
+    for side in (-1, 1):
+        top = p.project((side * pose.shoulder_half * 0.55, pose.shoulder_y - 0.005, 0.0))
+        bottom = p.project((side * pose.hip_half * 0.7, pose.shoulder_y + 0.2, 0.0))
+        p.capsule(top[:2], bottom[:2], 0.011 * s, 0.011 * s, _BACKPACK)
+
+
+def _draw_long_hair_back(p: _Painter, pose: _Pose) -> None:
+    """Long hair falling down the back to below the shoulders (behind the torso)."""
+    r, hy = pose.head_radius, pose.head_centre[1]
+    pts3 = [
+        (-r * 0.95, hy, -r * 0.3),
+        (r * 0.95, hy, -r * 0.3),
+        (r * 1.1, pose.shoulder_y + 0.1, -pose.torso_depth),
+        (-r * 1.1, pose.shoulder_y + 0.1, -pose.torso_depth),
+    ]
+    p.polygon([p.project(q)[:2] for q in pts3], _HAIR)
+
+
+def _draw_long_hair_front(p: _Painter, pose: _Pose) -> None:
+    """The two strands of long hair falling over the shoulders, in front of the torso."""
+    s, r, hy = p.scale, pose.head_radius, pose.head_centre[1]
+    for side in (-1, 1):
+        a = p.project((side * r * 0.85, hy, 0.2 * r))
+        b = p.project((side * r * 0.95, pose.shoulder_y + 0.05, 0.35 * r))
+        p.capsule(a[:2], b[:2], 0.022 * s, 0.016 * s, _HAIR)
+
+
+def _draw_ponytail(p: _Painter, pose: _Pose) -> None:
+    """A ponytail from the back of the head down to the nape, tapering."""
+    s, r, hy = p.scale, pose.head_radius, pose.head_centre[1]
+    a = p.project((0.0, hy - 0.2 * r, -r * 0.95))
+    b = p.project((0.0, hy + 1.9 * r, -r * 1.25))
+    p.capsule(a[:2], b[:2], 0.024 * s, 0.012 * s, _HAIR)
+
+
+def _draw_backpack(p: _Painter, person: PersonAppearance, pose: _Pose) -> None:
+    """The backpack itself: a rounded box on the back, between the shoulder blades."""
+    centre = (0.0, pose.shoulder_y + 0.12, -(pose.torso_depth + 0.04))
+    p.box(centre, (0.085 * person.build**0.5, 0.115, 0.042), _BACKPACK, round_px=0.02 * p.scale)
+
+
+def _draw_shoulder_bag(p: _Painter, person: PersonAppearance, pose: _Pose, side: int) -> None:
+    """A shoulder bag at the hip on ``side`` (-1 right, +1 left), its strap to the same shoulder."""
+    s, size = p.scale, person.bag_size
+    centre = (side * (pose.hip_half + 0.035), pose.hip_y + 0.01, 0.01)
+    strap_top = p.project((side * pose.shoulder_half * 0.7, pose.shoulder_y - 0.005, 0.0))
+    strap_bottom = p.project((centre[0], centre[1] - 0.05 * size, centre[2]))
+    p.capsule(strap_top[:2], strap_bottom[:2], 0.006 * s, 0.006 * s, _BAG)
+    p.box(centre, (0.022, 0.05 * size, 0.075 * size), _BAG, round_px=0.012 * s)
+
+
 def _draw_head(p: _Painter, person: PersonAppearance, pose: _Pose) -> None:
+    """The head, shaded per pixel as a sphere: face (skin), hair, glasses, hat and a cap's brim.
+
+    Each pixel of the head's bounding box is lifted onto the sphere and rotated back into the body
+    frame, so the hairline, glasses and hat land where they belong for any ``facing``.
+    """
     cx, cy, _ = p.project(pose.head_centre)
     radius = pose.head_radius * p.scale
     hat_radius = radius * (1.1 if person.hat == "beanie" else 1.06 if person.hat == "cap" else 1.0)
@@ -675,16 +770,7 @@ def _draw_head(p: _Painter, person: PersonAppearance, pose: _Pose) -> None:
 
     inside, bx, by, bz = sphere(radius)
     region[inside] = _SKIN
-    style = person.hair_style
-    if style == "short":
-        hair = inside & ((by < -0.35) | ((bz < -0.15) & (by < 0.45)) | ((np.abs(bx) > 0.75) & (by < 0.05)))
-    elif style in ("bob", "long"):
-        hair = inside & ((by < -0.3) | ((bz < 0.3) & (by < 0.8)))
-    elif style == "ponytail":
-        hair = inside & ((by < -0.38) | ((bz < -0.05) & (by < 0.5)))
-    else:
-        hair = np.zeros_like(inside)
-    region[hair] = _HAIR
+    region[_hair_mask(person.hair_style, inside, bx, by, bz)] = _HAIR
     if person.glasses:
         lens = inside & (bz > 0.5) & (by > -0.25) & (by < 0.02) & (np.abs(bx) > 0.08) & (np.abs(bx) < 0.66)
         temple = inside & (np.abs(by + 0.12) < 0.05) & (np.abs(bx) > 0.6) & (bz > -0.1)
@@ -694,20 +780,44 @@ def _draw_head(p: _Painter, person: PersonAppearance, pose: _Pose) -> None:
         cut = -0.32 if person.hat == "cap" else -0.12
         region[h_inside & (h_by < cut)] = _HAT
         if person.hat == "cap":
-            # Brim: a flat disc in front of the forehead, seen edge-on by the horizontal camera.
-            r = pose.head_radius
-            centre_x = 0.9 * r * p.sin_f
-            half = math.sqrt((0.75 * r * p.cos_f) ** 2 + (0.75 * r * p.sin_f) ** 2) * 0.9
-            brim_y = pose.head_centre[1] - 0.35 * r
-            thickness = 0.09 * r + 0.25 * r * max(0.0, p.cos_f) * 0.5
-            depth = 0.9 * r * p.cos_f
-            if depth > -0.5 * r:  # behind the head the brim is hidden
-                x_a, x_b = p.origin_x + (centre_x - half) * p.scale, p.origin_x + (centre_x + half) * p.scale
-                y_a, y_b = (
-                    p.origin_y + (brim_y - thickness) * p.scale,
-                    p.origin_y + (brim_y + thickness) * p.scale,
-                )
-                p.polygon([(x_a, y_a), (x_b, y_a), (x_b, y_b), (x_a, y_b)], _HAT)
+            _draw_cap_brim(p, pose)
+
+
+def _hair_mask(style: str, inside: np.ndarray, bx: np.ndarray, by: np.ndarray, bz: np.ndarray) -> np.ndarray:
+    """Which head pixels are hair for a hair style (one of HAIR_STYLES).
+
+    Args:
+        inside: bool (h, w), pixels on the head sphere.
+        bx, by, bz: float32 (h, w), the sphere's unit normal in the body frame (x left, y down,
+            z forward), so e.g. ``by < -0.35`` is the crown and ``bz < 0`` the back of the head.
+
+    Returns:
+        bool (h, w), a subset of ``inside``.
+    """
+    if style == "short":
+        return inside & ((by < -0.35) | ((bz < -0.15) & (by < 0.45)) | ((np.abs(bx) > 0.75) & (by < 0.05)))
+    if style in ("bob", "long"):
+        return inside & ((by < -0.3) | ((bz < 0.3) & (by < 0.8)))
+    if style == "ponytail":
+        return inside & ((by < -0.38) | ((bz < -0.05) & (by < 0.5)))
+    return np.zeros_like(inside)
+
+
+def _draw_cap_brim(p: _Painter, pose: _Pose) -> None:
+    """A cap's brim: a flat disc in front of the forehead, seen edge-on by the horizontal camera."""
+    r = pose.head_radius
+    centre_x = 0.9 * r * p.sin_f
+    half = math.sqrt((0.75 * r * p.cos_f) ** 2 + (0.75 * r * p.sin_f) ** 2) * 0.9
+    brim_y = pose.head_centre[1] - 0.35 * r
+    thickness = 0.09 * r + 0.25 * r * max(0.0, p.cos_f) * 0.5
+    depth = 0.9 * r * p.cos_f
+    if depth > -0.5 * r:  # behind the head the brim is hidden
+        x_a, x_b = p.origin_x + (centre_x - half) * p.scale, p.origin_x + (centre_x + half) * p.scale
+        y_a, y_b = (
+            p.origin_y + (brim_y - thickness) * p.scale,
+            p.origin_y + (brim_y + thickness) * p.scale,
+        )
+        p.polygon([(x_a, y_a), (x_b, y_a), (x_b, y_b), (x_a, y_b)], _HAT)
 
 
 # ------------------------------------------------------------------------------------------ colours
@@ -782,7 +892,7 @@ def render_person(
     pose = _pose(appearance, walk_phase)
     items = _draw_body(painter, appearance, pose)
     for _, _, draw in sorted(items, key=lambda item: (round(item[0], 4), item[1])):
-        draw()  # type: ignore[operator]
+        draw()
 
     mask = labels > 0
     # Shading: darker (visible) / cooler (infrared) towards part edges, which reads as roundness.
