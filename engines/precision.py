@@ -201,20 +201,7 @@ def quantize_int8(
         check_images: (N, 3, H, W) float32 to compare on; default: the calibration images.
         cosine_min: required worst cosine vs FP32 on ``check_images``.
     """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "percentile": CalibrationMethod.Percentile,
-        "entropy": CalibrationMethod.Entropy,
-    }
+    methods = ("minmax", "percentile", "entropy")
     if method not in methods:
         raise PrecisionError(f"calibration method must be one of {sorted(methods)}, got {method!r}")
     if target not in INT8_TARGETS:
@@ -228,9 +215,26 @@ def quantize_int8(
         )
     suffix = ".int8.onnx" if target == "tensorrt" else ".int8-cpu.onnx"
     output = Path(output) if output is not None else source.with_name(f"{source.stem}{suffix}")
-    model = onnx.load(str(source))
-    excluded = _excluded_convs(model, exclude_weights)
-    input_name = sidecar.input_name
+    excluded = _excluded_convs(onnx.load(str(source)), exclude_weights)
+    with tempfile.TemporaryDirectory(prefix="mpanet-int8-") as work, _staged(output) as tmp:
+        reader = _calibration_reader(calibration, sidecar.input_name, batch_size)
+        _run_static_quantizer(source, tmp, Path(work), reader, excluded, method=method, target=target)
+        onnx.checker.check_model(str(tmp), full_check=True)
+        summary = verify_onnx_precision(tmp, "int8", int8_target=target)
+        images = calibration.images if check_images is None else check_images
+        cos_min, cos_mean = _compare_or_fail(source, tmp, images, cosine_min, "int8")
+        conversion = _int8_conversion_record(calibration, method, batch_size, target, excluded)
+        conversion["check"] = {"images": int(images.shape[0]), "cosine_min": cos_min, "cosine_mean": cos_mean}
+        new_sidecar = _derived_sidecar(sidecar, source, tmp, output, "int8", conversion)
+    save_sidecar(new_sidecar, output)
+    return PrecisionResult(
+        output, new_sidecar, cos_min, cos_mean, int(images.shape[0]), summary, time.perf_counter() - started
+    )
+
+
+def _calibration_reader(calibration: CalibrationSet, input_name: str, batch_size: int) -> Any:
+    """An onnxruntime ``CalibrationDataReader`` over ``calibration`` in batches of ``batch_size``."""
+    from onnxruntime.quantization import CalibrationDataReader
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -243,6 +247,24 @@ def quantize_int8(
         def rewind(self) -> None:
             self._batches = calibration.batches(batch_size)
 
+    return _Reader()
+
+
+def _run_static_quantizer(
+    source: Path, output: Path, work: Path, reader: Any, excluded: list[str], *, method: str, target: str
+) -> None:
+    """onnxruntime's ``quantize_static`` (QDQ, per-channel Conv weights) from ``source`` to ``output``.
+
+    ``target`` ``tensorrt``: symmetric int8 activations (zero point 0); ``cpu``: asymmetric uint8.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
     tensorrt = target == "tensorrt"
     extra: dict[str, Any] = {
         "ActivationSymmetric": tensorrt,  # TensorRT: int8 Q/DQ with zero point 0
@@ -251,50 +273,40 @@ def quantize_int8(
     }
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
-    with tempfile.TemporaryDirectory(prefix="mpanet-int8-") as work, _staged(output) as tmp:
-        prepared = Path(work) / "prepared.onnx"
-        # Shape inference so every activation has a known type/shape for the quantizer; the graph
-        # optimisation step is skipped to keep the node names the exclusions refer to.
-        quant_pre_process(str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared),
-            str(tmp),
-            _Reader(),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"],
-            per_channel=True,
-            reduce_range=False,
-            activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded,
-            calibrate_method=methods[method],
-            extra_options=extra,
-        )
-        onnx.checker.check_model(str(tmp), full_check=True)
-        summary = verify_onnx_precision(tmp, "int8", int8_target=target)
-        images = calibration.images if check_images is None else check_images
-        cos_min, cos_mean = _compare_or_fail(source, tmp, images, cosine_min, "int8")
-        new_sidecar = _derived_sidecar(
-            sidecar,
-            source,
-            tmp,
-            output,
-            "int8",
-            {
-                "quantizer": "onnxruntime.quantization.quantize_static (QDQ)",
-                "calibration": {**calibration.describe(), "method": method, "batch_size": batch_size},
-                "target": target,
-                "activations": "int8 per-tensor symmetric" if tensorrt else "uint8 per-tensor asymmetric",
-                "weights": "int8 per-output-channel symmetric",
-                "quantized_ops": ["Conv"],
-                "float_nodes": excluded,
-                "check": {"images": int(images.shape[0]), "cosine_min": cos_min, "cosine_mean": cos_mean},
-            },
-        )
-    save_sidecar(new_sidecar, output)
-    return PrecisionResult(
-        output, new_sidecar, cos_min, cos_mean, int(images.shape[0]), summary, time.perf_counter() - started
+    prepared = work / "prepared.onnx"
+    # Shape inference so every activation has a known type/shape for the quantizer; the graph
+    # optimisation step is skipped to keep the node names the exclusions refer to.
+    quant_pre_process(str(source), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared),
+        str(output),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["Conv"],
+        per_channel=True,
+        reduce_range=False,
+        activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=excluded,
+        calibrate_method=methods[method],
+        extra_options=extra,
     )
+
+
+def _int8_conversion_record(
+    calibration: CalibrationSet, method: str, batch_size: int, target: str, excluded: list[str]
+) -> dict[str, Any]:
+    """The sidecar's ``conversion`` entry of an INT8 graph (the parity ``check`` is added by the caller)."""
+    tensorrt = target == "tensorrt"
+    return {
+        "quantizer": "onnxruntime.quantization.quantize_static (QDQ)",
+        "calibration": {**calibration.describe(), "method": method, "batch_size": batch_size},
+        "target": target,
+        "activations": "int8 per-tensor symmetric" if tensorrt else "uint8 per-tensor asymmetric",
+        "weights": "int8 per-output-channel symmetric",
+        "quantized_ops": ["Conv"],
+        "float_nodes": excluded,
+    }
 
 
 # ------------------------------------------------------------------------------------ graph checks

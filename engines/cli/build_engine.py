@@ -7,7 +7,11 @@ mpanet-build-engine engines/mpanet.int8.onnx                    # Q/DQ graph fro
 The plan's precision is the ONNX graph's (strong typing); it is read back from the built engine and
 asserted. Beside the plan: its sidecar (``.plan.json``), the build log (``.plan.build.log``) and the
 engine inspector's per-layer dump (``.plan.layers.json``). Needs a GPU with TensorRT and cuda-python
-(``pip install -e .[tensorrt]`` from NVIDIA's index).
+(``pip install -e .[tensorrt-cu12]`` for drivers >= 525, ``.[tensorrt-cu13]`` for drivers >= 580,
+from NVIDIA's index; docs/engines.md lists the supported combinations).
+
+Exit status: 0 built, 1 the build or its checks failed, 3 no TensorRT / cuda-python / driver / GPU
+(one line on stderr saying which, no traceback).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(False)
     from engines.precision import PrecisionError, convert_fp16
     from engines.sidecar import SidecarError, load_sidecar
-    from engines.tensorrt import TensorRTBuildError, TensorRTUnavailable, build_engine
+    from engines.tensorrt import TensorRTBuildError, TensorRTRuntimeError, TensorRTUnavailable, build_engine
 
     onnx_path = Path(args.onnx)
     try:
@@ -76,7 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TensorRTUnavailable as exc:
         print(f"mpanet-build-engine: {exc}", file=sys.stderr)
         return 3
-    except (TensorRTBuildError, PrecisionError, SidecarError, ValueError, OSError) as exc:
+    except (
+        TensorRTBuildError,
+        TensorRTRuntimeError,
+        PrecisionError,
+        SidecarError,
+        ValueError,
+        OSError,
+    ) as exc:
         print(f"mpanet-build-engine: {exc}", file=sys.stderr)
         return 1
     print(
@@ -89,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "io_types": result.io_types,
                 "layer_precisions": result.layer_precisions,
                 "build_log": str(result.build_log),
+                "build_log_errors": len(result.log_errors),
                 "seconds": round(result.seconds, 1),
             },
             indent=2,
