@@ -1,10 +1,36 @@
-"""Per-track aggregated embeddings: a quality-weighted running mean of L2-normalised vectors."""
+"""Per-track aggregated embeddings: a quality-weighted running mean of L2-normalised vectors.
+
+:func:`add_weighted` and :func:`mean_direction` are that mean; the edge node's
+:class:`TrackEmbeddings` and the linker (tracks that send ``crop`` rows) both use them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+def add_weighted(
+    total: np.ndarray | None, weight_sum: float, unit: np.ndarray, weight: float
+) -> tuple[np.ndarray, float]:
+    """One step of the running mean: ``(total + weight * unit, weight_sum + weight)``.
+
+    Args:
+        total: (D,) the weighted sum so far (None: nothing yet); its dtype is kept (else ``unit``'s).
+        weight_sum: the weights in ``total``.
+        unit: (D,) an L2-normalised vector.
+        weight: its weight (> 0; the caller floors or skips non-positive qualities).
+
+    Returns a new array (``total`` is not modified) and the new weight sum.
+    """
+    step = weight * unit
+    return (step if total is None else total + step), weight_sum + float(weight)
+
+
+def mean_direction(total: np.ndarray) -> np.ndarray:
+    """The running mean's direction: ``total / |total|`` (same dtype; a zero sum stays zero)."""
+    return total / max(float(np.linalg.norm(total)), 1e-12)
 
 
 @dataclass
@@ -53,14 +79,14 @@ class TrackEmbeddings:
             key = (camera_id, int(track_id))
             state = self._tracks.get(key)
             if state is None:
-                self._tracks[key] = _TrackState(unit * weight, float(weight), 1, now_s)
+                total, weight_sum = add_weighted(None, 0.0, unit, weight)
+                self._tracks[key] = _TrackState(total, weight_sum, 1, now_s)
             else:
                 if state.total.shape != unit.shape:
                     raise ValueError(
                         f"track {key}: embedding size changed from {state.total.shape} to {unit.shape}"
                     )
-                state.total += unit * weight
-                state.weight += float(weight)
+                state.total, state.weight = add_weighted(state.total, state.weight, unit, weight)
                 state.count += 1
                 state.last_seen_s = now_s
 
@@ -76,7 +102,7 @@ class TrackEmbeddings:
             state = self._tracks.get((camera_id, int(track_id)))
             if state is not None:
                 rows.append(row)
-                vectors.append(state.total / max(np.linalg.norm(state.total), 1e-12))
+                vectors.append(mean_direction(state.total))
         if not rows:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         return np.asarray(rows, np.int64), np.asarray(vectors, np.float32)

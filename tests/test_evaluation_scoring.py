@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from edge.evaluation.scoring import Sighting, read_mot_ground_truth, read_sightings, score_linking
 
@@ -100,3 +101,28 @@ def test_files_round_trip(tmp_path):
     }
     log.write_text(json.dumps(record) + "\n" + '{"torn')
     assert read_sightings([log]) == [Sighting("n", "rgb", "visible", 4, 7, (1.0, 2.0, 3.0, 4.0))]
+
+
+def test_ground_truth_keeps_only_considered_pedestrians_as_motchallenge_does(tmp_path):
+    gt = tmp_path / "gt.txt"
+    gt.write_text(
+        "1,1,0,0,10,20,1,1,1.0\n"  # pedestrian
+        "1,2,0,0,10,20,0,1,1.0\n"  # pedestrian, not considered
+        "1,3,0,0,10,20,1,2,1.0\n"  # person on vehicle
+        "1,4,0,0,10,20,0,7,1.0\n"  # static person
+        "2,5,0,0,10,20,1,1,0.1\n"  # pedestrian, barely visible: still evaluated
+    )
+    truth = read_mot_ground_truth(gt)
+    assert {f: ids.tolist() for f, (ids, _) in truth.items()} == {0: [1], 1: [5]}
+
+
+def test_real_mot17_ground_truth_counts_the_pedestrians_only():
+    root = SHARED_DATA / "real" / "mot17"
+    if not root.is_dir():
+        pytest.skip("../shared/data/real/mot17 is not here")
+    for sequence in sorted(root.iterdir()):
+        raw = np.loadtxt(sequence / "gt" / "gt.txt", delimiter=",", ndmin=2)
+        truth = read_mot_ground_truth(sequence / "gt" / "gt.txt")
+        people = {int(i) for ids, _ in truth.values() for i in ids}
+        expected = {int(r[1]) for r in raw if r[6] == 1 and r[7] == 1}
+        assert people == expected and len(people) < len({int(r[1]) for r in raw})

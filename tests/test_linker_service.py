@@ -437,3 +437,69 @@ def test_importing_the_linker_loads_neither_faiss_nor_zmq():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------ deterministic replay order (thread)
+
+
+def _replay_with_random_delays(state_dir: Path, per_producer: dict[str, list], seed: int) -> bytes:
+    """One replay: each producer its own PUSH socket and sender thread, random pauses between sends."""
+    nodes = {
+        p: Publisher(TransportSettings(mode="replay", endpoint="tcp://127.0.0.1:*", send_timeout_ms=30000))
+        for p in per_producer
+    }
+    endpoints = ",".join(n.endpoint for n in nodes.values())
+    args = overrides(state_dir, endpoints, **{"service.expected_producers": len(nodes)})
+    config = load_config(LinkerConfig, overrides=args + ["matching.min_sightings=2"])
+    service = LinkerService(config)
+    thread = threading.Thread(target=service.run)
+    thread.start()
+
+    def send(producer: str, rng: np.random.Generator) -> None:
+        for item in per_producer[producer]:
+            if rng.random() < 0.3:
+                time.sleep(float(rng.uniform(0.0, 0.01)))
+            nodes[producer].send_frames(encode(item))
+
+    try:
+        assert service.ready.wait(10)
+        senders = [
+            threading.Thread(target=send, args=(p, np.random.default_rng([seed, k])))
+            for k, p in enumerate(sorted(nodes))
+        ]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(60)
+        thread.join(60)
+        assert not thread.is_alive(), "the linker did not finish after every producer's end-of-stream"
+    finally:
+        service.stop()
+        thread.join(5)
+        for node in nodes.values():
+            node.close()
+    return config.updates_path.read_bytes()
+
+
+def test_the_same_replay_with_random_send_delays_gives_byte_identical_identity_updates(tmp_path):
+    """Three producers (two visible cameras, one infrared) whose messages race each other."""
+    people = People(8, dim=32, seed=3)
+    cameras = {"node-a": ("rgb0", VIS), "node-b": ("rgb1", VIS), "node-c": ("ir0", IR)}
+    per_producer = {}
+    for k, (producer, (camera, modality)) in enumerate(cameras.items()):
+        appearances = [
+            Appearance(p, camera, modality, 10 * k + p, 0.5 * p + 0.7 * k, 1.5)
+            for p in range(8)
+            if (p + k) % 3
+        ]
+        per_producer[producer] = scene_messages(people, appearances, producer_id=producer) + [
+            (end_of_producer(producer_id=producer), None)
+        ]
+    logs = [_replay_with_random_delays(tmp_path / f"run{run}", per_producer, run) for run in range(3)]
+    assert logs[0] and logs[0] == logs[1] == logs[2]
+    updates = [json.loads(line) for line in logs[0].splitlines()]
+    assert all("send_ts" not in u for u in updates)  # wall clock is left out of a replay's log
+    cross = [u for u in updates if u["matched_modality"] and u["matched_modality"] != u["modality"]]
+    assert cross, "the scene should link some tracks across modalities"
+    stats = read_stats(tmp_path / "run0")
+    assert stats["ordering"]["forced_releases"] == 0 and stats["ordering"]["buffered"] == 0

@@ -105,12 +105,22 @@ def read_sightings(paths: Iterable[str | os.PathLike[str]]) -> list[Sighting]:
     return out
 
 
-def read_mot_ground_truth(path: str | os.PathLike[str]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """MOT gt.txt -> {0-based frame: (person ids (N,) int64, boxes (N, 4) xyxy float32)}."""
-    rows = np.loadtxt(path, delimiter=",", ndmin=2)
+def read_mot_ground_truth(
+    path: str | os.PathLike[str], classes: tuple[int, ...] = (1,)
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """MOT gt.txt -> {0-based frame: (person ids (N,) int64, boxes (N, 4) xyxy float32)}.
+
+    Only what MOTChallenge evaluates is kept: rows whose consider flag (``conf`` column) is 1 and
+    whose class is in ``classes`` (1 = pedestrian; MOT17 also labels people on vehicles, static
+    people, cars, occluders ... which are not people to re-identify). A file without a class column
+    (7 columns) counts every considered row as a pedestrian.
+    """
+    from edge.detect.annotations import read_mot_file
+
+    table = read_mot_file(path)
+    keep = (table.conf == 1) & (np.isin(table.classes, classes) | (table.classes == -1))
     frames: dict[int, tuple[list[int], list[list[float]]]] = defaultdict(lambda: ([], []))
-    for row in rows:
-        frame, pid, x, y, w, h = row[:6]
+    for frame, pid, (x, y, w, h) in zip(table.frames[keep], table.ids[keep], table.xywh[keep]):
         ids, boxes = frames[int(frame) - 1]
         ids.append(int(pid))
         boxes.append([x, y, x + w, y + h])

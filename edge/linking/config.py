@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edge.linking.assignment import MatchingRules
 from edge.linking.gallery import GalleryConfig
+from edge.linking.ordering import OrderingSettings
 
 MODES = ("live", "replay")
 
@@ -115,6 +116,7 @@ class LinkerConfig:
     gallery: GalleryConfig = field(default_factory=GalleryConfig)
     persistence: PersistenceConfig = field(default_factory=PersistenceConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    ordering: OrderingSettings = field(default_factory=OrderingSettings)
 
     def __post_init__(self) -> None:
         if self.matching.track_idle_s >= self.gallery.ttl_s:

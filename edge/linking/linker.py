@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from common.modality import Modality
+from edge.aggregation import add_weighted, mean_direction
 from edge.linking.assignment import (
     Candidate,
     Choice,
@@ -375,11 +376,10 @@ class IdentityLinker:
             state.evidence = vector  # the node already aggregates the track
             return
         weight = max(float(quality), _MIN_QUALITY_WEIGHT)
-        if state.accumulated is None:
-            state.accumulated = np.zeros_like(vector)
-        state.accumulated = state.accumulated + weight * vector
-        state.weight_sum += weight
-        state.evidence = _unit(state.accumulated)
+        state.accumulated, state.weight_sum = add_weighted(
+            state.accumulated, state.weight_sum, vector, weight
+        )
+        state.evidence = mean_direction(state.accumulated)
 
     def _refresh_prototype(self, state: TrackState) -> None:
         gallery = self.gallery

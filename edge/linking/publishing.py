@@ -93,12 +93,16 @@ class UpdateLog:
     Args:
         path: the ``.jsonl`` file (created with its directory).
         fsync: fsync after each write (otherwise flushed to the OS, which survives a killed process).
+        send_times: keep each update's wall-clock ``send_ts`` (live: latency measurements). ``False``
+            (replays) leaves it out, so a replay's log holds nothing that depends on when it ran: the
+            same inputs give the same bytes (the updates on the PUB socket still carry it).
     """
 
-    def __init__(self, path: str | os.PathLike[str], fsync: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], fsync: bool = False, send_times: bool = True) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
+        self.send_times = send_times
         self.last_journal_seq = _repair_and_last_seq(self.path)
         self._handle = open(self.path, "ab")  # kept open for appends until close()
 
@@ -109,6 +113,8 @@ class UpdateLog:
         lines = []
         for update, journal_seq in updates:
             record = msgspec.to_builtins(update)
+            if not self.send_times:
+                del record["send_ts"]
             record["journal_seq"] = journal_seq
             lines.append(json.dumps(record, separators=(",", ":")).encode() + b"\n")
             self.last_journal_seq = max(self.last_journal_seq, journal_seq)

@@ -23,6 +23,7 @@ per-camera update ``seq`` continues where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -35,6 +36,7 @@ from common.files import atomic_write_text
 from common.memory import peak_rss_mb
 from edge.linking.config import LinkerConfig
 from edge.linking.events import Event, IdentityDecision
+from edge.linking.ordering import Arrival, make_intake
 from edge.linking.persistence import Journal, Recovered, recover, save_snapshot
 from edge.linking.publishing import UpdateLog, build_update, encode_publication
 from edge.messages import Decoded, EndOfStream, Heartbeat, IdentityUpdate, MessageReceiver, SightingBatch
@@ -82,6 +84,8 @@ class LinkerService:
         self._started = time.monotonic()
         self._rates = _Rates()
         self.ready = threading.Event()  # set once the sockets are bound and recovery is done
+        # Capture-time order across producers (edge.linking.ordering): deterministic replays.
+        self.intake = make_intake(config.service.mode, config.ordering, config.service.expected_producers)
 
     # ----------------------------------------------------------------------------------- control
 
@@ -118,7 +122,10 @@ class LinkerService:
                 last = self.receiver.sequences.last
                 last[key] = max(last.get(key, -1), event.source_seq)
         self.journal = Journal(state_dir, self.linker.last_seq + 1, fsync=cfg.persistence.journal_fsync)
-        self.updates = UpdateLog(cfg.updates_path, fsync=cfg.persistence.updates_fsync)
+        # Replay logs carry no wall-clock send_ts: the same replay gives the same bytes.
+        self.updates = UpdateLog(
+            cfg.updates_path, fsync=cfg.persistence.updates_fsync, send_times=cfg.service.mode == "live"
+        )
         LOG.info(
             "linker %s: recovered %d identities (snapshot event %d, %d journal events replayed%s)",
             cfg.service.linker_id,
@@ -157,9 +164,13 @@ class LinkerService:
         events_since_snapshot = 0
         while not self.stop_event.is_set() and not self.finished_replay:
             for decoded in self._receive():
-                events_since_snapshot += self._handle(decoded)
+                arrival = self._admit(decoded)
+                for ready in self.intake.push(arrival) if arrival is not None else ():
+                    events_since_snapshot += self._handle(ready)
                 if self.finished_replay:
                     break
+            for ready in self.intake.due():
+                events_since_snapshot += self._handle(ready)
             now = time.monotonic()
             interval = cfg.persistence.snapshot_interval_s
             every = cfg.persistence.snapshot_every_events
@@ -172,6 +183,8 @@ class LinkerService:
             if now - last_stats >= cfg.service.stats_interval_s:
                 self._heartbeat()
                 last_stats = now
+        for ready in self.intake.drain():  # stopped early: what was held is processed, in order
+            self._handle(ready)
 
     def _receive(self) -> Iterator[Decoded]:
         """Drain every input (decoded, malformed ones counted and skipped); if all were empty, wait
@@ -195,24 +208,35 @@ class LinkerService:
 
     # --------------------------------------------------------------------------------- messages
 
-    def _handle(self, decoded: Decoded) -> int:
+    def _admit(self, decoded: Decoded) -> Arrival | None:
+        """At receipt (the receiver's sequence counts are this message's): drop a duplicate, note a
+        restart; the message is then ordered (:mod:`edge.linking.ordering`) before :meth:`_handle`."""
+        message = decoded.message
+        if not isinstance(message, SightingBatch):
+            return Arrival(decoded)
+        key = (message.producer_id, message.camera_id)
+        duplicates = self.receiver.sequences.duplicates.get(key, 0)
+        if duplicates > self._duplicates_seen.get(key, 0):
+            # A batch at or below a seq already seen: processing it again would count its
+            # sightings twice. Counted by the receiver, dropped here.
+            self._duplicates_seen[key] = duplicates
+            return None
+        restart = message.seq == 0 and self.receiver.sequences.restarts.get(key, 0) > self._restarts_seen.get(
+            key, 0
+        )
+        if restart:
+            self._restarts_seen[key] = self.receiver.sequences.restarts[key]
+        return Arrival(decoded, restart=restart)
+
+    def _handle(self, arrival: Arrival) -> int:
         """Process one decoded message; return the number of events it caused."""
         started = time.perf_counter()
+        decoded = arrival.decoded
         message = decoded.message
         events: list[Event] = []
         if isinstance(message, SightingBatch):
-            key = (message.producer_id, message.camera_id)
-            duplicates = self.receiver.sequences.duplicates.get(key, 0)
-            if duplicates > self._duplicates_seen.get(key, 0):
-                # A batch at or below a seq already seen: processing it again would count its
-                # sightings twice. Counted by the receiver, dropped here.
-                self._duplicates_seen[key] = duplicates
-                return 0
-            if message.seq == 0 and self.receiver.sequences.restarts.get(key, 0) > self._restarts_seen.get(
-                key, 0
-            ):
+            if arrival.restart:
                 # The node restarted: its track ids start over, so its old tracks have ended.
-                self._restarts_seen[key] = self.receiver.sequences.restarts[key]
                 events += self.linker.end_camera(message.producer_id, message.camera_id)
             events += self.linker.observe(message, decoded.embeddings)
             self._rates.batches += 1
@@ -375,6 +399,7 @@ class LinkerService:
             "ended_producers": sorted(self.ended_producers),
             "ended_cameras": sorted(f"{p}/{c}" for p, c in self.ended_cameras),
             "max_rss_mb": peak_rss_mb(),
+            "ordering": {**dataclasses.asdict(self.intake.counters), "buffered": self.intake.buffered},
         }
 
     def _write_stats(self, stats: dict[str, Any]) -> None:
