@@ -114,19 +114,9 @@ def run_demo(
     print(f"[demo] rendering the two-camera scene ({s.people} people, {s.duration_s:g} s) in {scene_dir}")
     scene = json.loads(write_scene(settings, scene_dir, progress=demo.progress).read_text())
     nodes, truth = scene_nodes(scene, scene_dir, model, detector=demo.detector)
-    linker_overrides = list(demo.linker_overrides)
-    from engines.linking_thresholds import load_linking_thresholds
-    from engines.sidecar import load_sidecar
-
-    thresholds = load_linking_thresholds(model, load_sidecar(model).engine_id)
-    explicit = any(o.startswith("matching.cosine_min_") for o in linker_overrides)
-    if thresholds and not explicit:  # the model's measured thresholds, unless set explicitly
-        linker_overrides = [
-            f"matching.cosine_min_same={thresholds['cosine_min_same']:.4f}",
-            f"matching.cosine_min_cross={thresholds['cosine_min_cross']:.4f}",
-            *linker_overrides,
-        ]
-    linker = load_config(LinkerConfig, [REPO / demo.linker_config], linker_overrides)
+    # The linker takes the model's calibration (<model>.linking.json) where the pipeline starts it,
+    # as every role does; explicit matching.cosine_min_* in linker_overrides win.
+    linker = load_config(LinkerConfig, [REPO / demo.linker_config], list(demo.linker_overrides))
     pipeline = PipelineConfig(
         output_dir=str(out), mode="replay", nodes=nodes, linker=linker, ground_truth=truth, fresh=True
     )
@@ -136,11 +126,6 @@ def run_demo(
         "model": str(model),
         "detector": demo.detector,
         "scene": dataclasses.asdict(s),
-        "linker_thresholds": {
-            "cosine_min_same": linker.matching.cosine_min_same,
-            "cosine_min_cross": linker.matching.cosine_min_cross,
-            "from": "measured for the model" if thresholds and not explicit else demo.linker_config,
-        },
         **result.summary,
     }
     from common.files import atomic_write_text
@@ -173,10 +158,15 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"- video: {summary.get('side_by_side', 'none')}",
         f"- model: {summary.get('model')}",
     ]
-    if "linker_thresholds" in summary:
-        t = summary["linker_thresholds"]
+    calibration = summary.get("calibration")
+    if calibration:
+        t, origin = calibration["thresholds"], calibration["origin"]
         lines.append(
-            f"- linker thresholds: cosine >= {t['cosine_min_same']:.3f} same modality, "
-            f">= {t['cosine_min_cross']:.3f} across modalities ({t['from']})"
+            f"- linker thresholds: cosine >= {t['cosine_min_visible']:.3f} visible-visible "
+            f"({origin['cosine_min_visible']}), >= {t['cosine_min_infrared']:.3f} infrared-infrared "
+            f"({origin['cosine_min_infrared']}), >= {t['cosine_min_cross']:.3f} across modalities "
+            f"({origin['cosine_min_cross']})"
         )
+        if calibration.get("warning"):
+            lines.append(f"- WARNING: {calibration['warning']}")
     return "\n".join(lines) + "\n"

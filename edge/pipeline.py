@@ -207,7 +207,14 @@ def prepare(config: PipelineConfig) -> tuple[list[NodeConfig], LinkerConfig]:
     )
     if service.publish_endpoint.endswith(":auto"):
         service = dataclasses.replace(service, publish_endpoint=f"tcp://127.0.0.1:{free_port()}")
-    return nodes, dataclasses.replace(linker, persistence=persistence, service=service)
+    calibration = linker.calibration
+    engines = sorted({n.embedder.path for n in nodes if n.embedder.path})
+    if not calibration.engine and len(engines) == 1:
+        # The linker takes the thresholds measured for the nodes' engine (edge.linking.calibration).
+        calibration = dataclasses.replace(calibration, engine=engines[0])
+    return nodes, dataclasses.replace(
+        linker, persistence=persistence, service=service, calibration=calibration
+    )
 
 
 def run_pipeline(config: PipelineConfig, progress: bool = True) -> PipelineResult:
@@ -380,6 +387,8 @@ def _finish(
     if stats_file.is_file():
         with contextlib.suppress(ValueError):
             summary["linker_stats"] = json.loads(stats_file.read_text())
+            # Which thresholds linked this run, and whether they were measured for the engine.
+            summary["calibration"] = summary["linker_stats"].get("calibration")
     if config.ground_truth:
         truth = {camera: read_mot_ground_truth(path) for camera, path in config.ground_truth.items()}
         summary["score"] = score_linking(sightings, updates, truth).to_dict()

@@ -33,7 +33,16 @@ import numpy as np
 
 from common.files import atomic_write_text
 
-__all__ = ["calibrate_thresholds", "linking_path", "load_linking_thresholds", "save_linking_thresholds"]
+__all__ = [
+    "PAIRS",
+    "calibrate_thresholds",
+    "linking_path",
+    "load_linking_thresholds",
+    "plot_distributions",
+    "save_linking_thresholds",
+]
+
+PAIRS = ("visible-visible", "infrared-infrared", "visible-infrared")
 
 
 def linking_path(artifact: str | os.PathLike[str]) -> Path:
@@ -65,6 +74,7 @@ def calibrate_thresholds(
     tracklet_size: int = 8,
     fpr_max: float = 0.10,
     floor: float = 0.05,
+    distributions: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """Thresholds from (N, D) L2-normalised embeddings of labelled images.
 
@@ -72,13 +82,83 @@ def calibrate_thresholds(
         embeddings: one row per image (the engine's output).
         pids, camids, modalities: per image: person, camera, ``visible``/``infrared``.
         tracklet_size: images averaged into one tracklet.
-        fpr_max: share of different-person tracklet pairs a threshold may let through.
+        fpr_max: the target false-match rate: the share of different-person tracklet pairs a
+            threshold may let through.
         floor: the lowest threshold returned (a threshold near 0 would match anything).
+        distributions: if given, filled with ``{pair: (same-person cosines, different-people
+            cosines)}`` (float32 arrays) for pictures.
 
     Returns:
-        ``{"cosine_min_same", "cosine_min_cross", "same": {...}, "cross": {...}, "tracklets"}``
-        where each kind holds the threshold, its TPR/FPR, the AUC, mean cosines and pair counts.
+        ``{"cosine_min_visible", "cosine_min_infrared", "cosine_min_cross", "cosine_min_same",
+        "pairs": {"visible-visible", "infrared-infrared", "visible-infrared"}, "same", "cross",
+        "tracklets", "target_fpr"}``: per modality pair (and pooled: ``same`` = both same-modality
+        pairs, ``cross`` = visible-infrared) the threshold, its TPR/FPR, the ROC AUC, mean cosines
+        and pair counts ``[same person, different people]``. Same-modality pairs are taken across
+        cameras only (one camera's tracklets of a person are one track to the linker). A pair with
+        no same-person or no different-person samples is left out (``None`` threshold); the
+        pooled ``same`` needs at least one same-modality pair.
     """
+    v, pid_a, cam_a, mod_a = _tracklets(embeddings, pids, camids, modalities, tracklet_size)
+    cos = v @ v.T
+    upper = np.triu(np.ones_like(cos, dtype=bool), k=1)
+    same_person = pid_a[:, None] == pid_a[None, :]
+    same_modality = mod_a[:, None] == mod_a[None, :]
+    other_camera = cam_a[:, None] != cam_a[None, :]
+    visible = mod_a == "visible"
+    masks = {
+        "visible-visible": visible[:, None] & visible[None, :] & other_camera,
+        "infrared-infrared": ~visible[:, None] & ~visible[None, :] & other_camera,
+        "visible-infrared": ~same_modality,
+        "same": same_modality & other_camera,
+        "cross": ~same_modality,
+    }
+    result: dict[str, Any] = {
+        "tracklets": len(v),
+        "tracklet_size": tracklet_size,
+        "target_fpr": fpr_max,
+        "pairs": {},
+    }
+    for kind, mask in masks.items():
+        pos = cos[upper & mask & same_person]
+        neg = cos[upper & mask & ~same_person]
+        entry: dict[str, Any] = {"pairs": [int(len(pos)), int(len(neg))], "threshold": None}
+        if distributions is not None and kind in PAIRS:
+            distributions[kind] = (pos.astype(np.float32), neg.astype(np.float32))
+        if len(pos) and len(neg):
+            chosen = _threshold_at_fpr(pos, neg, fpr_max)
+            entry.update(
+                chosen,
+                threshold=max(chosen["threshold"], floor),
+                same_person_mean=float(pos.mean()),
+                other_person_mean=float(neg.mean()),
+                same_person_median=float(np.median(pos)),
+                other_person_median=float(np.median(neg)),
+            )
+        if kind in ("same", "cross"):
+            result[kind] = entry
+        else:
+            result["pairs"][kind] = entry
+    if result["same"]["threshold"] is None and result["cross"]["threshold"] is None:
+        raise ValueError(
+            "no modality pair has both same-person and different-person tracklet pairs to calibrate on "
+            f"({len(v)} tracklets)"
+        )
+    result["cosine_min_same"] = result["same"]["threshold"]
+    result["cosine_min_cross"] = result["cross"]["threshold"]
+    result["cosine_min_visible"] = result["pairs"]["visible-visible"]["threshold"]
+    result["cosine_min_infrared"] = result["pairs"]["infrared-infrared"]["threshold"]
+    return result
+
+
+def _tracklets(
+    embeddings: np.ndarray,
+    pids: Sequence[int],
+    camids: Sequence[int],
+    modalities: Sequence[str],
+    tracklet_size: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each person's images per camera in chunks of ``tracklet_size``, averaged and L2-normalised, as
+    the edge node aggregates a track: (T, D) float32 vectors, (T,) pids, camids, modalities."""
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for index, (pid, cam) in enumerate(zip(pids, camids, strict=True)):
         groups[(int(pid), int(cam))].append(index)
@@ -90,35 +170,60 @@ def calibrate_thresholds(
             vectors.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
             t_pid.append(pid)
             t_cam.append(cam)
-            t_mod.append(modalities[chunk[0]])
+            t_mod.append(str(modalities[chunk[0]]))
     if not vectors:
         raise ValueError("no labelled images to calibrate linking thresholds on")
-    v = np.stack(vectors).astype(np.float32)
-    pid_a, cam_a, mod_a = np.asarray(t_pid), np.asarray(t_cam), np.asarray(t_mod)
-    cos = v @ v.T
-    upper = np.triu(np.ones_like(cos, dtype=bool), k=1)
-    same_person = pid_a[:, None] == pid_a[None, :]
-    same_modality = mod_a[:, None] == mod_a[None, :]
-    other_camera = cam_a[:, None] != cam_a[None, :]
-    result: dict[str, Any] = {"tracklets": len(v), "tracklet_size": tracklet_size}
-    for kind, mask in (("same", same_modality & other_camera), ("cross", ~same_modality)):
-        pos = cos[upper & mask & same_person]
-        neg = cos[upper & mask & ~same_person]
-        if len(pos) == 0 or len(neg) == 0:
-            raise ValueError(
-                f"no {kind}-modality pairs of both kinds (same and different person) to calibrate on"
+    return np.stack(vectors).astype(np.float32), np.asarray(t_pid), np.asarray(t_cam), np.asarray(t_mod)
+
+
+def plot_distributions(
+    distributions: dict[str, tuple[np.ndarray, np.ndarray]],
+    result: dict[str, Any],
+    path: str | os.PathLike[str],
+) -> Path:
+    """A PNG with one panel per modality pair: same-person vs different-people cosine histograms and
+    the chosen threshold (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from common.files import atomic_write_bytes
+
+    fig, axes = plt.subplots(1, len(PAIRS), figsize=(4.2 * len(PAIRS), 3.2), sharex=True)
+    bins = np.linspace(-0.2, 1.0, 49)
+    for ax, pair in zip(axes, PAIRS):
+        entry = result["pairs"].get(pair, {})
+        pos, neg = distributions.get(pair, (np.zeros(0), np.zeros(0)))
+        if len(neg):
+            ax.hist(
+                neg, bins=bins, density=True, alpha=0.55, color="tab:red", label=f"different ({len(neg)})"
             )
-        chosen = _threshold_at_fpr(pos, neg, fpr_max)
-        result[kind] = {
-            **chosen,
-            "threshold": max(chosen["threshold"], floor),
-            "same_person_mean": float(pos.mean()),
-            "other_person_mean": float(neg.mean()),
-            "pairs": [int(len(pos)), int(len(neg))],
-        }
-    result["cosine_min_same"] = result["same"]["threshold"]
-    result["cosine_min_cross"] = result["cross"]["threshold"]
-    return result
+        if len(pos):
+            ax.hist(
+                pos, bins=bins, density=True, alpha=0.55, color="tab:green", label=f"same person ({len(pos)})"
+            )
+        if entry.get("threshold") is not None:
+            ax.axvline(
+                entry["threshold"], color="black", linestyle="--", label=f"threshold {entry['threshold']:.2f}"
+            )
+            ax.set_title(f"{pair}: AUC {entry['auc']:.3f}", fontsize=10)
+        else:
+            ax.set_title(f"{pair}: not enough pairs", fontsize=10)
+        ax.set_xlabel("cosine of tracklet pair")
+        if len(pos) or len(neg):
+            ax.legend(fontsize=7)
+    fig.suptitle(
+        f"linking calibration, target false-match rate {result.get('target_fpr', 0):.2f}", fontsize=10
+    )
+    fig.tight_layout()
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
 
 
 def save_linking_thresholds(

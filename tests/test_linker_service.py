@@ -419,7 +419,7 @@ def test_cli_loads_the_shipped_config_and_rejects_unknown_keys():
     command = [sys.executable, "-m", "edge.linking", "--config", "configs/linker.yaml", "--print-config"]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "cosine_min_cross: 0.3" in done.stdout and "mode: replay" in done.stdout
+    assert "cosine_min_cross: null" in done.stdout and "mode: replay" in done.stdout
     done = subprocess.run(
         command + ["matching.cosine_min=0.4"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )

@@ -6,9 +6,12 @@ linker (:mod:`edge.linking.linker`) feeds them and keeps the per-track state (vo
 Scores. A track's evidence is its aggregated embedding (unit length). For an identity, the best
 cosine with its prototypes of the track's modality (``cosine_same``) and of the other modality
 (``cosine_cross``) are compared with their own thresholds, because MPANet narrows the
-visible-infrared gap without closing it: cross-modality cosines of one person are lower. A
-candidate's *excess* is ``max(cosine_same - cosine_min_same, cosine_cross - cosine_min_cross)``;
-it is eligible when the excess is >= 0, and candidates are ranked by excess.
+visible-infrared gap without closing it: cross-modality cosines of one person are lower. The
+same-modality threshold is per modality (different people are typically more alike in infrared,
+where colour is gone, than in visible). A candidate's *excess* is
+``max(cosine_same - same_threshold(modality), cosine_cross - cross_threshold)``; it is eligible
+when the excess is >= 0, and candidates are ranked by excess. The thresholds come from the
+engine's calibration (:mod:`edge.linking.calibration`) unless set in the config.
 
 Rules (thresholds in :class:`MatchingRules`):
 
@@ -38,13 +41,23 @@ from typing import Literal
 from common.modality import Modality
 from edge.linking.gallery import IdentityMatch
 
+DEFAULT_COSINE_MIN_SAME = 0.5
+DEFAULT_COSINE_MIN_CROSS = 0.3
+THRESHOLD_FIELDS = ("cosine_min_same", "cosine_min_cross", "cosine_min_visible", "cosine_min_infrared")
+
 
 @dataclass
 class MatchingRules:
     """Thresholds of the decision rules (cosine similarities of unit vectors, in [-1, 1]).
 
+    The four thresholds are ``None`` unless set explicitly; ``None`` takes the engine's calibration
+    (:func:`edge.linking.calibration.resolve_thresholds`) and, without one, the defaults
+    ``DEFAULT_COSINE_MIN_SAME`` / ``DEFAULT_COSINE_MIN_CROSS``.
+
     Attributes:
-        cosine_min_same: least cosine with a prototype of the track's own modality to match it.
+        cosine_min_same: least cosine with a prototype of the track's own modality to match it
+            (both modalities, unless the per-modality value is set).
+        cosine_min_visible, cosine_min_infrared: the same, for visible / infrared tracks.
         cosine_min_cross: least cosine with a prototype of the other modality to match it
             (lower: visible-infrared cosines of one person are lower than same-modality ones).
         margin_min: the best candidate's excess must beat the second-best's by this much.
@@ -62,8 +75,10 @@ class MatchingRules:
         top_k: identities considered per evaluation.
     """
 
-    cosine_min_same: float = 0.5
-    cosine_min_cross: float = 0.3
+    cosine_min_same: float | None = None
+    cosine_min_cross: float | None = None
+    cosine_min_visible: float | None = None
+    cosine_min_infrared: float | None = None
     margin_min: float = 0.05
     revise_margin: float = 0.05
     revise_votes: int = 3
@@ -75,9 +90,9 @@ class MatchingRules:
     top_k: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("cosine_min_same", "cosine_min_cross"):
+        for name in THRESHOLD_FIELDS:
             value = getattr(self, name)
-            if not 0.0 < value <= 1.0:
+            if value is not None and not 0.0 < value <= 1.0:
                 raise ValueError(f"matching.{name} must be a cosine in (0, 1], got {value}")
         for name in ("margin_min", "revise_margin", "cooccurrence_min_overlap_s"):
             if not getattr(self, name) >= 0.0:
@@ -93,6 +108,18 @@ class MatchingRules:
                 raise ValueError(f"matching.{name} must be >= 1, got {getattr(self, name)}")
         if not self.track_idle_s > 0:
             raise ValueError(f"matching.track_idle_s must be > 0 seconds, got {self.track_idle_s}")
+
+    def same_threshold(self, modality: Modality) -> float:
+        """The least same-modality cosine for a ``modality`` track (per-modality, shared, default)."""
+        own = self.cosine_min_visible if modality is Modality.VISIBLE else self.cosine_min_infrared
+        if own is not None:
+            return own
+        return self.cosine_min_same if self.cosine_min_same is not None else DEFAULT_COSINE_MIN_SAME
+
+    @property
+    def cross_threshold(self) -> float:
+        """The least visible-infrared cosine."""
+        return self.cosine_min_cross if self.cosine_min_cross is not None else DEFAULT_COSINE_MIN_CROSS
 
 
 @dataclass(frozen=True)
@@ -120,8 +147,8 @@ class Candidate:
 
 def to_candidate(match: IdentityMatch, modality: Modality, rules: MatchingRules) -> Candidate | None:
     """Score an :class:`IdentityMatch` of a ``modality`` track; None when it has no evidence."""
-    same = match.cosine_same - rules.cosine_min_same
-    cross = match.cosine_cross - rules.cosine_min_cross
+    same = match.cosine_same - rules.same_threshold(modality)
+    cross = match.cosine_cross - rules.cross_threshold
     if math.isinf(same) and math.isinf(cross):
         return None
     if same >= cross:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.linking.assignment import MatchingRules
+from edge.linking.calibration import CalibrationConfig
 from edge.linking.gallery import GalleryConfig
 from edge.linking.ordering import OrderingSettings
 
@@ -117,6 +118,7 @@ class LinkerConfig:
     persistence: PersistenceConfig = field(default_factory=PersistenceConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     ordering: OrderingSettings = field(default_factory=OrderingSettings)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def __post_init__(self) -> None:
         if self.matching.track_idle_s >= self.gallery.ttl_s:

@@ -34,6 +34,7 @@ from typing import Any
 
 from common.files import atomic_write_text
 from common.memory import peak_rss_mb
+from edge.linking.calibration import calibrate_rules
 from edge.linking.config import LinkerConfig
 from edge.linking.events import Event, IdentityDecision
 from edge.linking.ordering import Arrival, make_intake
@@ -65,6 +66,9 @@ class LinkerService:
     """
 
     def __init__(self, config: LinkerConfig, stop_event: threading.Event | None = None) -> None:
+        # The engine's calibration sets the thresholds the config leaves open (edge.linking.calibration).
+        matching, self.calibration = calibrate_rules(config.matching, config.calibration)
+        config = dataclasses.replace(config, matching=matching)
         self.config = config
         self.stop_event = stop_event or threading.Event()
         self.receiver = MessageReceiver()
@@ -400,6 +404,10 @@ class LinkerService:
             "ended_cameras": sorted(f"{p}/{c}" for p, c in self.ended_cameras),
             "max_rss_mb": peak_rss_mb(),
             "ordering": {**dataclasses.asdict(self.intake.counters), "buffered": self.intake.buffered},
+            "calibration": {
+                **self.calibration.to_dict(),
+                "engine_warning": self.calibration.check_engine("" if gallery is None else gallery.engine_id),
+            },
         }
 
     def _write_stats(self, stats: dict[str, Any]) -> None:
