@@ -3,6 +3,13 @@
 YAML files and ``key=value`` overrides fill :class:`NodeConfig`; the entry point
 (:func:`edge.node.build_node`) turns it into typed arguments -- library code never sees it whole.
 Modalities accept the YAML aliases ``rgb`` / ``thermal`` (normalised to ``visible`` / ``infrared``).
+
+The tracker and crop-gate sections *are* the library's settings dataclasses
+(:class:`edge.tracking.TrackerSettings`, :class:`edge.crops.CropGate`), so a field added there is
+reachable from YAML without a hand copy here. The sections that stay copies (thermal, live,
+synthetic, transport) because their library classes carry runtime state or arguments the node
+supplies itself are checked field by field against their library classes by
+``tests/test_edge_config.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from typing import Any
 
 from common.configuring import load_config
 from common.modality import Modality
+from edge.crops import CropGate
+from edge.tracking import TrackerSettings
 
 SOURCE_KINDS = ("file", "folder", "url", "usb", "synthetic")
 
@@ -26,15 +35,37 @@ class ThermalConfig:
     high_percentile: float = 99.0
     smoothing: float = 0.0
     stretch_8bit: bool = False
+    sample_step: int = 4
+    min_range: float = 1.0
 
 
 @dataclass
 class DetectorConfig:
-    """``name``: ``yolo`` | ``hog`` | ``thermal`` | ``mot``; ``settings``: that backend's arguments
-    (e.g. ``{weights: models/yolo11n.pt, confidence_min: 0.3}``); unknown ones are an error."""
+    """A camera's person detector.
+
+    Attributes:
+        name: ``yolo`` | ``hog`` | ``thermal`` | ``mot``.
+        weights: the checkpoint of a learned backend (``yolo``: a ``.pt`` / ``.onnx`` / ``.engine``;
+            e.g. a thermal model from ``mpanet-train-detector`` on the infrared camera and an RGB
+            COCO model on the visible one). Passed to the backend as its ``weights`` argument.
+        settings: the backend's other arguments (e.g. ``{confidence_min: 0.3}``); unknown ones are
+            an error naming the valid ones.
+    """
 
     name: str = "hog"
     settings: dict[str, Any] = field(default_factory=dict)
+    weights: str = ""
+
+    def __post_init__(self) -> None:
+        if self.weights and "weights" in self.settings:
+            raise ValueError("detector: give the weights once, as detector.weights (not also in settings)")
+
+    def arguments(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`edge.detect.build_detector` for this backend."""
+        arguments = dict(self.settings)
+        if self.weights:
+            arguments["weights"] = self.weights
+        return arguments
 
 
 @dataclass
@@ -46,6 +77,7 @@ class LiveConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 10.0
     max_reconnect_attempts: int | None = None
+    pace_finite: bool = True
 
 
 @dataclass
@@ -59,6 +91,8 @@ class SyntheticConfig:
     width: int = 640
     height: int = 480
     num_people: int = 6
+    dataset_seed: int | None = None
+    dataset_pids: list[int] = field(default_factory=list)
     camera: int = 0
 
 
@@ -107,31 +141,6 @@ class SourceConfig:
 
 
 @dataclass
-class TrackerConfig:
-    """See :class:`edge.tracking.TrackerSettings`."""
-
-    kind: str = "bytetrack"
-    track_high_thresh: float = 0.25
-    track_low_thresh: float = 0.1
-    new_track_thresh: float = 0.25
-    match_thresh: float = 0.8
-    fuse_score: bool = True
-    max_age_s: float = 1.0
-    gmc_method: str = "none"
-
-
-@dataclass
-class CropConfig:
-    """See :class:`edge.crops.CropGate`."""
-
-    min_height_px: float = 48.0
-    min_width_px: float = 12.0
-    border_margin_px: float = 2.0
-    reject_cut: bool = True
-    full_quality_height_px: float = 128.0
-
-
-@dataclass
 class EmbedderConfig:
     """``path``: an engine artifact (``.onnx`` / ``.plan`` / ``.pt``) for ``engines.runtime.load_embedder``;
     empty = no embeddings (sightings only). ``embedding_dtype`` on the wire: ``float16`` | ``float32``."""
@@ -153,11 +162,13 @@ class TransportConfig:
     send_timeout_ms: int = 60000
     heartbeat_ivl_ms: int = 1000
     heartbeat_timeout_ms: int = 5000
+    heartbeat_ttl_ms: int = 10000
 
 
 @dataclass
 class OutputConfig:
-    """Optional files: annotated videos (one per camera) and a JSON-lines sightings log."""
+    """Optional files: annotated videos (one per camera, each at its own source's frame rate) and a
+    JSON-lines sightings log."""
 
     annotated_video_dir: str = ""
     video_fourcc: str = "mp4v"
@@ -171,8 +182,8 @@ class NodeConfig:
     producer_id: str = "edge-0"
     mode: str = "replay"
     sources: list[SourceConfig] = field(default_factory=list)
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)
-    crops: CropConfig = field(default_factory=CropConfig)
+    tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    crops: CropGate = field(default_factory=CropGate)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
     outputs: OutputConfig = field(default_factory=OutputConfig)

@@ -9,9 +9,10 @@ import numpy as np
 from edge.detect.detections import Detections
 
 
-@dataclass(frozen=True)
+@dataclass
 class CropGate:
-    """Crop quality gate.
+    """Crop quality gate (the node config's ``crops:`` section; not frozen so that the config
+    loader can apply overrides in place -- treat it as a value).
 
     Attributes:
         min_height_px: boxes shorter than this are not embedded (too few pixels for ReID).
@@ -34,6 +35,10 @@ class CropGate:
     def __post_init__(self) -> None:
         if self.min_height_px < 1 or self.full_quality_height_px < self.min_height_px:
             raise ValueError("crops: need 1 <= min_height_px <= full_quality_height_px")
+        if not 0 < self.aspect_min <= self.aspect_max:
+            raise ValueError(
+                f"crops: need 0 < aspect_min <= aspect_max, got {self.aspect_min}, {self.aspect_max}"
+            )
 
     def quality(self, detections: Detections, frame_width: int, frame_height: int) -> np.ndarray:
         """(N,) float32 in [0, 1]; 0 = rejected (no embedding).

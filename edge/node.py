@@ -299,7 +299,8 @@ class EdgeNode:
         self.report.frames[camera.camera_id] = camera.frames
         self.report.sightings[camera.camera_id] = self.report.sightings.get(camera.camera_id, 0) + len(tracks)
         if self.video_writer is not None:
-            self.video_writer.write(frame, batch)
+            fps = getattr(camera.source, "fps", None) or camera.default_fps
+            self.video_writer.write(frame, batch, fps=fps)
         if self.sightings_log is not None:
             self.sightings_log.write(batch)
 
@@ -416,12 +417,7 @@ def build_source(config: Any, mode: str) -> FrameSource:
     from edge.sources.streams import LiveSource, ReplaySource
     from edge.sources.thermal import ThermalNormalizer
 
-    thermal = ThermalNormalizer(
-        low_percentile=config.thermal.low_percentile,
-        high_percentile=config.thermal.high_percentile,
-        smoothing=config.thermal.smoothing,
-        stretch_8bit=config.thermal.stretch_8bit,
-    )
+    thermal = settings_from(ThermalNormalizer, config.thermal)
 
     def open_reader() -> readers.FrameReader:
         if config.kind == "file":
@@ -434,7 +430,9 @@ def build_source(config: Any, mode: str) -> FrameSource:
             return readers.UsbReader(config.device_index)
         from edge.scene import SceneSettings, SyntheticSceneReader
 
-        settings = settings_from(SceneSettings, config.synthetic)
+        settings = settings_from(
+            SceneSettings, config.synthetic, dataset_pids=tuple(config.synthetic.dataset_pids)
+        )
         return SyntheticSceneReader(settings, camera=config.synthetic.camera)
 
     if mode == "replay":
@@ -456,6 +454,7 @@ def build_source(config: Any, mode: str) -> FrameSource:
         backoff_initial_s=config.live.backoff_initial_s,
         backoff_max_s=config.live.backoff_max_s,
         max_reconnect_attempts=config.live.max_reconnect_attempts,
+        pace_finite=config.live.pace_finite,
         thermal=thermal,
     )
 
@@ -471,7 +470,7 @@ def build_node(config: Any, *, embedder: Any | None = None, publisher: Any | Non
     """
     cameras = []
     for source_config in config.sources:
-        detector = build_detector(source_config.detector.name, **dict(source_config.detector.settings))
+        detector = build_detector(source_config.detector.name, **source_config.detector.arguments())
         cameras.append(
             Camera(
                 source=build_source(source_config, config.mode),
@@ -491,15 +490,15 @@ def build_node(config: Any, *, embedder: Any | None = None, publisher: Any | Non
     out = config.outputs
     writer = None
     if out.annotated_video_dir:
-        fps = next((s.fps for s in config.sources if s.fps), None) or 25.0
-        writer = AnnotatedVideoWriter(out.annotated_video_dir, fps=fps, fourcc=out.video_fourcc)
+        # Each camera's file is written at its own source's rate (known once the source is open).
+        writer = AnnotatedVideoWriter(out.annotated_video_dir, fourcc=out.video_fourcc)
     return EdgeNode(
         config.producer_id,
         config.mode,
         cameras,
         publisher,
         embedder=embedder,
-        crop_gate=settings_from(CropGate, config.crops),
+        crop_gate=settings_from(CropGate, config.crops),  # a copy: the node never shares config state
         embedding_dtype=config.embedder.embedding_dtype,
         heartbeat_interval_s=config.heartbeat_interval_s,
         track_max_age_s=config.embedder.track_max_age_s,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.configuring import ConfigError, save_resolved_config
+from common.configuring import ConfigError, save_resolved_config, settings_from
 from common.files import atomic_write_text
 from edge.config import (
     DetectorConfig,
@@ -393,22 +393,41 @@ def _finish(
         truth = {camera: read_mot_ground_truth(path) for camera, path in config.ground_truth.items()}
         summary["score"] = score_linking(sightings, updates, truth).to_dict()
     video = None
-    file_cameras = [s for n in nodes for s in n.sources if s.kind == "file"]
-    if config.side_by_side and file_cameras and sightings:
-        from edge.side_by_side import CameraVideo, write_side_by_side
+    recorded = [s for n in nodes for s in n.sources if s.kind in ("file", "folder")]
+    skipped = [s.camera_id for n in nodes for s in n.sources if s.kind not in ("file", "folder")]
+    if config.side_by_side:
+        if not recorded or not sightings:
+            why = "no file or folder camera" if not recorded else "no sightings"
+            summary["side_by_side"] = f"not written: {why}"
+            _LOG.warning("side-by-side video not written: %s", why)
+        else:
+            from edge.side_by_side import CameraVideo, write_side_by_side
+            from edge.sources.thermal import ThermalNormalizer
 
-        final = sighting_identities(sightings, identity_timelines(updates), "online")
-        suffix = ".avi" if config.video_fourcc.upper() == "MJPG" else ".mp4"
-        fps = next((s.fps for s in file_cameras if s.fps), None) or _video_fps(file_cameras[0].path)
-        video = write_side_by_side(
-            [CameraVideo(s.camera_id, s.modality, Path(s.path)) for s in file_cameras],
-            sightings,
-            final,
-            out / f"side_by_side{suffix}",
-            fps=fps,
-            fourcc=config.video_fourcc,
-        )
-        summary["side_by_side"] = str(video)
+            final = sighting_identities(sightings, identity_timelines(updates), "online")
+            suffix = ".avi" if config.video_fourcc.upper() == "MJPG" else ".mp4"
+            fps = next((s.fps for s in recorded if s.fps), None) or _video_fps(recorded[0].path)
+            video = write_side_by_side(
+                [
+                    CameraVideo(
+                        s.camera_id,
+                        s.modality,
+                        Path(s.path),
+                        kind=s.kind,
+                        pattern=s.pattern,
+                        thermal=settings_from(ThermalNormalizer, s.thermal),
+                    )
+                    for s in recorded
+                ],
+                sightings,
+                final,
+                out / f"side_by_side{suffix}",
+                fps=fps,
+                fourcc=config.video_fourcc,
+            )
+            summary["side_by_side"] = str(video)
+            if skipped:
+                _LOG.warning("side-by-side video leaves out live cameras %s (no recording)", skipped)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return PipelineResult(
         output_dir=out,

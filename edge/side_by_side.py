@@ -1,24 +1,29 @@
 """The side-by-side video of a run: every camera next to each other, each person boxed and labelled
 with the global identity the linker gave its track (one colour per identity, across cameras).
 
-Reads the cameras' recorded videos and the run's sightings/identities; draws; writes one video
-(written under a temporary name and renamed when complete, so a crash never leaves half a file
-that looks finished).
+Reads the cameras' recorded frames (video files, single images, or folders of frames, through the
+same readers and 8-bit conversion as the node, so boxes land on the pixels they were found on) and
+the run's sightings/identities; draws; writes one video (under a temporary name and renamed when
+complete, so a crash never leaves half a file that looks finished).
 """
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from common.modality import Modality
 from edge.evaluation.scoring import Sighting
 from edge.sinks import id_colour
+from edge.sources.readers import FolderReader, FrameReader, VideoFileReader
+from edge.sources.streams import visible_to_bgr
+from edge.sources.thermal import ThermalNormalizer, infrared_to_3ch
 
 _HEADER_PX = 22
 _GREY = (160, 160, 160)
@@ -26,11 +31,45 @@ _GREY = (160, 160, 160)
 
 @dataclass(frozen=True)
 class CameraVideo:
-    """A recorded camera: its id, modality and video file (frame i = frame_index i)."""
+    """A recorded camera (frame i of its recording = frame_index i of its sightings).
+
+    Attributes:
+        camera_id, modality: of the camera.
+        path: a video file or single image (``kind="file"``), or a folder of frames (``"folder"``).
+        kind: ``file`` or ``folder`` (as the node's source config says).
+        pattern: the folder's glob of frame files.
+        thermal: the node's infrared normaliser settings (16-bit frames are stretched the same way).
+    """
 
     camera_id: str
     modality: str
     path: Path
+    kind: str = "file"
+    pattern: str = "*"
+    thermal: ThermalNormalizer = field(default_factory=ThermalNormalizer)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("file", "folder"):
+            raise ValueError(
+                f"camera {self.camera_id}: the side-by-side video reads 'file' or 'folder' sources, "
+                f"not {self.kind!r}"
+            )
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """The recording's frames as (H, W, 3) uint8 BGR, in order."""
+        reader: FrameReader = (
+            FolderReader(self.path, self.pattern) if self.kind == "folder" else VideoFileReader(self.path)
+        )
+        try:
+            reader.open()
+        except Exception as exc:
+            raise OSError(f"cannot read {self.path} (camera {self.camera_id}): {exc}") from exc
+        infrared = Modality.parse(self.modality) is Modality.INFRARED
+        try:
+            while (image := reader.read()) is not None:
+                yield infrared_to_3ch(self.thermal(image)) if infrared else visible_to_bgr(image)
+        finally:
+            reader.close()
 
 
 def write_side_by_side(
@@ -60,13 +99,12 @@ def write_side_by_side(
     boxes: dict[tuple[str, int], list[tuple[Sighting, int]]] = defaultdict(list)
     for sighting, gid in zip(sightings, identities, strict=True):
         boxes[(sighting.camera_id, sighting.frame_index)].append((sighting, int(gid)))
-    captures = []
-    for camera in cameras:
-        capture = cv2.VideoCapture(str(camera.path))
-        if not capture.isOpened():
-            raise OSError(f"cannot read video {camera.path} (camera {camera.camera_id})")
-        captures.append(capture)
-    sizes = [(int(c.get(cv2.CAP_PROP_FRAME_WIDTH)), int(c.get(cv2.CAP_PROP_FRAME_HEIGHT))) for c in captures]
+    streams = [camera.frames() for camera in cameras]
+    firsts = [next(stream, None) for stream in streams]
+    for camera, first in zip(cameras, firsts, strict=True):
+        if first is None:
+            raise OSError(f"{camera.path} (camera {camera.camera_id}) holds no frame")
+    sizes = [(int(f.shape[1]), int(f.shape[0])) for f in firsts]  # type: ignore[union-attr]
     panel_h = height or sizes[0][1]
     widths = [max(1, round(w * panel_h / max(h, 1))) for w, h in sizes]
     out = Path(out_path)
@@ -77,15 +115,17 @@ def write_side_by_side(
     )
     if not writer.isOpened():
         raise OSError(f"cannot write video {partial} with codec {fourcc}")
+    pending: list[np.ndarray | None] = list(firsts)
     try:
         frame_index = 0
         while True:
             panels, alive = [], False
-            for camera, capture, width in zip(cameras, captures, widths, strict=True):
-                ok, image = capture.read()
-                if ok:
+            for i, (camera, width) in enumerate(zip(cameras, widths, strict=True)):
+                image = pending[i] if pending[i] is not None else next(streams[i], None)
+                pending[i] = None
+                if image is not None:
                     alive = True
-                    image = _annotate(image, boxes.get((camera.camera_id, frame_index), []))
+                    image = _annotate(image.copy(), boxes.get((camera.camera_id, frame_index), []))
                     image = cv2.resize(image, (width, panel_h), interpolation=cv2.INTER_AREA)
                 else:
                     image = np.zeros((panel_h, width, 3), np.uint8)
@@ -107,8 +147,8 @@ def write_side_by_side(
             frame_index += 1
     finally:
         writer.release()
-        for capture in captures:
-            capture.release()
+        for stream in streams:
+            stream.close()
     os.replace(partial, out)
     return out
 

@@ -53,31 +53,39 @@ class AnnotatedVideoWriter:
 
     Args:
         directory: output folder (created).
-        fps: frame rate written into the files.
+        fps: default frame rate of the files; :meth:`write` takes each camera's own rate (a 3 fps
+            thermal file next to a 25 fps RGB one must not play 8x too fast).
         fourcc: codec (``mp4v`` -> .mp4, ``MJPG`` -> .avi; both written and read back by this
             OpenCV build).
     """
 
-    def __init__(self, directory: str | os.PathLike[str], fps: float, fourcc: str = "mp4v") -> None:
+    def __init__(self, directory: str | os.PathLike[str], fps: float = 25.0, fourcc: str = "mp4v") -> None:
+        if not fps > 0:
+            raise ValueError(f"annotated video fps must be positive, got {fps}")
         self.directory = Path(directory)
         self.fps = fps
         self.fourcc = fourcc
         self.suffix = ".avi" if fourcc.upper() == "MJPG" else ".mp4"
         self._writers: dict[str, cv2.VideoWriter] = {}
         self.paths: dict[str, Path] = {}
+        self.rates: dict[str, float] = {}
 
-    def write(self, frame: Frame, batch: SightingBatch) -> None:
+    def write(self, frame: Frame, batch: SightingBatch, fps: float | None = None) -> None:
+        """Draw and append one frame; ``fps`` (the camera's frame rate) is used when its file is
+        created at its first frame (later values are ignored: a file has one rate)."""
         writer = self._writers.get(frame.camera_id)
         if writer is None:
+            rate = float(fps) if fps and fps > 0 else self.fps
             self.directory.mkdir(parents=True, exist_ok=True)
             path = self.directory / f"{frame.camera_id}{self.suffix}"
             writer = cv2.VideoWriter(
-                str(path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (frame.width, frame.height)
+                str(path), cv2.VideoWriter_fourcc(*self.fourcc), rate, (frame.width, frame.height)
             )
             if not writer.isOpened():
                 raise OSError(f"cannot write video {path} with codec {self.fourcc}")
             self._writers[frame.camera_id] = writer
             self.paths[frame.camera_id] = path
+            self.rates[frame.camera_id] = rate
         writer.write(draw_sightings(frame, batch))
 
     def close(self) -> None:

@@ -28,9 +28,12 @@ from edge.detect.detections import Detections
 TRACKER_KINDS = ("bytetrack", "botsort", "given")
 
 
-@dataclass(frozen=True)
+@dataclass
 class TrackerSettings:
     """Tracker settings (names as in ultralytics' tracker YAML, plus ``max_age_s`` in seconds).
+
+    The node config nests this class as its ``tracker:`` section (so every field is reachable from
+    YAML); not frozen because the config loader applies ``key=value`` overrides in place.
 
     Attributes:
         kind: ``bytetrack``, ``botsort`` or ``given``.

@@ -220,3 +220,10 @@ def test_yolo_backend_missing_weights_error_says_how_to_get_them(tmp_path: Path)
         build_detector("yolo", weights=tmp_path / "yolo11n.pt")
     message = str(info.value)
     assert "yolo11n.pt not found" in message and "YOLO('yolo11n.pt')" in message and "internet" in message
+
+
+def test_hog_backend_on_frames_smaller_than_its_window_finds_nothing_and_does_not_crash() -> None:
+    # OpenCV's detectMultiScale segfaults on images below its 64 x 128 window.
+    for shape in ((64, 96, 3), (200, 40, 3)):
+        frame = Frame("c", "visible", 0, 0.0, np.full(shape, 128, np.uint8))
+        assert len(build_detector("hog")(frame)) == 0

@@ -17,7 +17,6 @@ from edge.config import (
     OutputConfig,
     SourceConfig,
     SyntheticConfig,
-    TrackerConfig,
     load_node_config,
 )
 from edge.detect.annotations import read_mot_file
@@ -25,6 +24,7 @@ from edge.detect.boxes import box_iou, xywh_to_xyxy
 from edge.messages import EndOfStream, Heartbeat, SightingBatch
 from edge.node import build_node
 from edge.scene import SceneSettings, SyntheticScene, write_scene
+from edge.tracking import TrackerSettings
 from edge.transport import Publisher, Subscriber, TransportSettings
 from engines.runtime.base import Embedder
 from engines.sidecar import EngineSidecar, Preprocessing
@@ -105,7 +105,7 @@ def _replay_config(scene_dir: Path, endpoint: str, **outputs: str) -> NodeConfig
         for camera, modality in (("cam-rgb", "rgb"), ("cam-ir", "thermal"))
     ]
     config = NodeConfig(
-        producer_id="edge-test", mode="replay", sources=sources, tracker=TrackerConfig(kind="bytetrack")
+        producer_id="edge-test", mode="replay", sources=sources, tracker=TrackerSettings(kind="bytetrack")
     )
     config.transport.endpoint = endpoint
     config.crops.min_height_px = 24

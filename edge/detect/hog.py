@@ -74,6 +74,10 @@ class HogDetector:
         if factor != 1.0:
             interp = cv2.INTER_LINEAR if factor > 1 else cv2.INTER_AREA
             image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=interp)
+        if image.shape[0] < 128 or image.shape[1] < 64:
+            # Smaller than the 64x128 window: no person fits (and OpenCV's detectMultiScale
+            # crashes the process on such images instead of raising).
+            return Detections.empty()
         if self.equalize:
             grey = self._clahe.apply(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
             image = cv2.merge((grey, grey, grey))

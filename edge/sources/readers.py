@@ -88,17 +88,42 @@ class _CaptureReader(FrameReader):
 
 
 class VideoFileReader(_CaptureReader):
-    """A video file (anything FFmpeg decodes: mp4, avi, mkv, ...)."""
+    """A video file (anything FFmpeg decodes: mp4, avi, mkv, ...), or a single image.
+
+    A single image file (a suffix of :data:`IMAGE_SUFFIXES`) is a stream of exactly one frame,
+    read with ``cv2.imread`` (16-bit thermal kept as stored), declaring 1 fps (its only frame is at
+    t = 0, so the rate changes nothing). FFmpeg would open such a file and then yield no frame after
+    the seek back to the start -- a silent empty stream. A sequence of images is ``kind: folder``.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__()
         self.path = Path(path)
         self.name = str(self.path)
+        self._image: np.ndarray | None = None
+        self._single = False  # opened as a single image
+
+    @property
+    def is_image(self) -> bool:
+        return self.path.suffix.lower() in IMAGE_SUFFIXES
 
     def open(self) -> None:
         self.close()
+        if self.path.is_dir():
+            raise SourceError(
+                f"video file {self.path} is a folder: a folder of frames is a source of kind 'folder' "
+                "(with path and pattern), not 'file'"
+            )
         if not self.path.is_file():
             raise SourceError(f"video file {self.path} does not exist")
+        if self.is_image:
+            image = cv2.imread(str(self.path), cv2.IMREAD_UNCHANGED)
+            if image is None:
+                raise SourceError(
+                    f"image {self.path} is not readable; for a sequence of frames use kind 'folder'"
+                )
+            self._image, self._single, self._fps = image, True, 1.0
+            return
         capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         self._finish_open(capture, "video file")
         # A file that opens but whose first frame does not decode is corrupt: say so now, not
@@ -110,6 +135,16 @@ class VideoFileReader(_CaptureReader):
                 f"video file {self.path} opened but no frame could be decoded (corrupt or empty)"
             )
         capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+
+    def read(self) -> np.ndarray | None:
+        if self._single:
+            image, self._image = self._image, None
+            return image
+        return super().read()
+
+    def close(self) -> None:
+        self._image, self._single = None, False
+        super().close()
 
 
 class UrlReader(_CaptureReader):
