@@ -16,8 +16,7 @@ from edge.detect.scoring import DetectionScore, evaluate_detections
 from edge.sources import Frame
 
 # Floors: a little below what the backends measured on these frames (docs/edge.md has the numbers).
-# thermal on LLVIP infrared (4 frames, 22 people): recall 0.773, precision 0.630.
-THERMAL_LLVIP_FLOOR = (0.70, 0.55)
+# The thermal backend's floors are in tests/test_edge_thermal.py (measured on held-out frames).
 # hog on LLVIP visible (night, 22 people): recall 0.182, precision 0.235.
 HOG_LLVIP_FLOOR = (0.13, 0.17)
 # hog on MOT17-02/09 (8 frames, 112 pedestrians incl. small/occluded): recall 0.188, precision 0.389.
@@ -165,13 +164,6 @@ def _score(detector, items) -> DetectionScore:
     return total
 
 
-def test_thermal_backend_on_llvip_infrared(shared_data: Path) -> None:
-    score = _score(build_detector("thermal"), _llvip(shared_data, "infrared"))
-    assert score.true_positives + score.false_negatives == 22
-    assert score.recall >= THERMAL_LLVIP_FLOOR[0], score
-    assert score.precision >= THERMAL_LLVIP_FLOOR[1], score
-
-
 def test_hog_backend_on_llvip_visible(shared_data: Path) -> None:
     score = _score(build_detector("hog"), _llvip(shared_data, "visible"))
     assert score.recall >= HOG_LLVIP_FLOOR[0], score
@@ -189,16 +181,6 @@ def test_thermal_backend_needs_eight_bit_frames() -> None:
     frame = Frame("c", "infrared", 0, 0.0, np.zeros((64, 64, 3), np.uint16))
     with pytest.raises(ValueError, match="8-bit"):
         build_detector("thermal")(frame)
-
-
-def test_thermal_backend_finds_a_warm_person_on_a_synthetic_frame() -> None:
-    image = np.full((240, 320), 40, np.uint8)
-    image[60:180, 100:140] = 200  # a standing warm body, 120 x 40 px
-    image[20:30, 250:300] = 220  # a hot but flat object (a lamp): wrong aspect
-    frame = Frame("c", "infrared", 0, 0.0, cv2.merge((image, image, image)))
-    det = build_detector("thermal")(frame)
-    assert len(det) == 1
-    assert box_iou(det.xyxy, np.array([[100, 60, 140, 180]]))[0, 0] > 0.8
 
 
 # -------------------------------------------------------------------------------------------- yolo

@@ -1,23 +1,44 @@
-"""Hot-region person detector for infrared frames (offline, no learned weights).
+"""Hot-region person detector for infrared frames of fixed cameras (offline, no learned weights).
 
 People are warmer than most of a night scene, so in a thermal image they are compact bright
 regions that stand taller than wide. The detector keeps pixels that are both brighter than their
 local background (an adaptive threshold against a large box-filtered background) and among the
 bright part of the frame (a global percentile), cleans the mask with morphology (opening removes
-speckle, a tall closing joins head, torso and legs), and keeps connected components whose size,
-aspect ratio and fill ratio look like a standing or walking person.
+speckle, a tall closing joins head, torso and legs), and keeps connected components that look like
+a standing or walking person:
+
+- size and shape: height limits, aspect ratio (height / width), and a fill ratio *range* -- a
+  silhouette covers roughly 35-75 % of its box, a sign or lit window (a warm rectangle) nearly all;
+- texture: a person's region is not uniform (skin, clothes, legs against the ground), a sign, lamp
+  or heater panel is; the grey-level spread inside the region, relative to its contrast against the
+  scene, must reach ``texture_min``;
+- the camera's geometry (optional, per camera): a person-height range by foot row
+  (:class:`edge.detect.priors.HeightPrior`);
+- on video, a motion/background gate (:class:`edge.detect.motion.MotionGate`, OpenCV MOG2/KNN)
+  so static warm objects are not people, and temporal persistence
+  (:class:`edge.detect.persistence.Persistence`) before a box is reported.
+
+The gate and persistence need consecutive frames of one fixed camera. They warm up at the start of
+a stream and after a gap in frame indices; during warm-up they pass every candidate by default
+(``warmup: pass``), so single stills get the shape/texture/geometry detector alone.
 
 Limits (measured on LLVIP/KAIST): people touching each other merge into one box; warm walls or
-cars in daytime pass the threshold; people cooler than the background (hot days) are missed.
+cars in daytime pass the threshold; people cooler than, or as warm as, the background (hot days,
+KAIST's daytime frames) are missed -- train a thermal YOLO (``mpanet-train-detector``) for those.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 from edge.detect.boxes import nms
 from edge.detect.detections import Detections
+from edge.detect.motion import GATES, MotionGate
+from edge.detect.persistence import Persistence
+from edge.detect.priors import HeightPrior
 from edge.sources.frame import Frame
 
 
@@ -33,10 +54,20 @@ class HotRegionDetector:
             working pixels.
         min_height_px, max_height_frac: component height limits (frame pixels; fraction of frame height).
         aspect_min, aspect_max: allowed height / width.
-        fill_min: minimum fraction of the box covered by the component.
+        fill_min, fill_max: allowed fraction of the box covered by the component.
+        texture_min: minimum grey-level standard deviation inside the component divided by its
+            mean contrast against the scene's median (uniform warm surfaces score ~0.05).
+        height_prior: per-camera ``[[foot_row, min_height, max_height], ...]`` (fractions of the
+            frame height; see :class:`~edge.detect.priors.HeightPrior`); ``None``: no prior.
         nms_iou: suppress overlapping boxes above this IoU.
         split_width_ratio: a component wider than this fraction of its height is probably people
             side by side: it is split at the valleys of its column profile.
+        gate: ``mog2`` | ``knn`` | ``none``: the motion/background gate.
+        gate_history, gate_warmup_frames, gate_moving_frac_min, gate_hold_frames: the gate's
+            ``history``, ``warmup_frames``, ``moving_frac_min`` and ``hold_frames``.
+        persist_frames, persist_window: report a box found in ``persist_frames`` of the last
+            ``persist_window`` frames (1 = off).
+        warmup: ``pass`` | ``hold``: what the gate and persistence do before they have history.
     """
 
     name = "thermal"
@@ -54,13 +85,30 @@ class HotRegionDetector:
         aspect_min: float = 1.1,
         aspect_max: float = 6.0,
         fill_min: float = 0.3,
+        fill_max: float = 0.8,
+        texture_min: float = 0.12,
+        height_prior: Sequence[Sequence[float]] | HeightPrior | None = None,
         nms_iou: float = 0.5,
         split_width_ratio: float = 0.45,
+        gate: str = "mog2",
+        gate_history: int = 300,
+        gate_warmup_frames: int = 10,
+        gate_moving_frac_min: float = 0.2,
+        gate_hold_frames: int = 100,
+        persist_frames: int = 2,
+        persist_window: int = 3,
+        warmup: str = "pass",
     ) -> None:
         if work_width < 32 or not 0 < background_frac < 1 or not 0 <= global_percentile < 100:
             raise ValueError(
                 "thermal: work_width >= 32, 0 < background_frac < 1, 0 <= global_percentile < 100"
             )
+        if not 0 <= fill_min <= fill_max <= 1 or texture_min < 0 or aspect_min > aspect_max:
+            raise ValueError(
+                "thermal: need 0 <= fill_min <= fill_max <= 1, texture_min >= 0, aspect_min <= aspect_max"
+            )
+        if gate not in GATES:
+            raise ValueError(f"thermal: gate must be one of {GATES}, got {gate!r}")
         self.work_width = work_width
         self.background_frac = background_frac
         self.local_offset = local_offset
@@ -72,8 +120,25 @@ class HotRegionDetector:
         self.aspect_min = aspect_min
         self.aspect_max = aspect_max
         self.fill_min = fill_min
+        self.fill_max = fill_max
+        self.texture_min = texture_min
+        self.height_prior = HeightPrior.from_setting(height_prior)
         self.nms_iou = nms_iou
         self.split_width_ratio = split_width_ratio
+        self.gate = (
+            None
+            if gate == "none"
+            else MotionGate(
+                gate,
+                history=gate_history,
+                warmup_frames=gate_warmup_frames,
+                warmup=warmup,
+                moving_frac_min=gate_moving_frac_min,
+                hold_frames=gate_hold_frames,
+                work_width=work_width,
+            )
+        )
+        self.persistence = Persistence(persist_frames, persist_window, warmup=warmup)
 
     def __call__(self, frame: Frame) -> Detections:
         image = frame.image
@@ -87,12 +152,24 @@ class HotRegionDetector:
             cv2.resize(grey, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA) if factor < 1 else grey
         )
         small = cv2.GaussianBlur(small, (3, 3), 0)
+        # The gate's model learns from every frame, with or without candidates.
+        foreground = self.gate.update(small, frame.index) if self.gate is not None else None
         mask = self._hot_mask(small)
         boxes, scores = self._components(mask, small, factor, frame.height)
+        if len(boxes):
+            keep = nms(boxes, scores, self.nms_iou)
+            boxes, scores = boxes[keep], scores[keep]
+        if self.height_prior is not None and len(boxes):
+            fits = self.height_prior.allows(boxes, frame.height)
+            boxes, scores = boxes[fits], scores[fits]
+        if self.gate is not None and len(boxes):
+            moving = self.gate.accept(boxes * factor, mask > 0, foreground)
+            boxes, scores = boxes[moving], scores[moving]
+        persistent = self.persistence(boxes, frame.index)
+        boxes, scores = boxes[persistent], scores[persistent]
         if len(boxes) == 0:
             return Detections.empty()
-        keep = nms(boxes, scores, self.nms_iou)
-        return Detections(boxes[keep], scores[keep]).clipped(frame.width, frame.height)
+        return Detections(boxes, scores).clipped(frame.width, frame.height)
 
     def _hot_mask(self, small: np.ndarray) -> np.ndarray:
         side = max(3, int(self.background_frac * small.shape[1]) | 1)
@@ -174,10 +251,13 @@ class HotRegionDetector:
             return
         if not self.aspect_min <= h / max(w, 1) <= self.aspect_max:
             return
-        if area / float(w * h) < self.fill_min:
+        if not self.fill_min <= area / float(w * h) <= self.fill_max:
             return
-        region = patch[part]
+        region = patch[part].astype(np.float32)
+        contrast_levels = max(float(region.mean()) - background, 1.0)
+        if float(region.std()) / contrast_levels < self.texture_min:
+            return  # a uniformly warm surface: sign, lamp, heater panel, lit window
         # Score: how much warmer than the scene's median the region is, squashed to (0, 1).
-        contrast = (float(region.mean()) - background) / 255.0
+        contrast = contrast_levels / 255.0
         scores.append(float(np.clip(0.5 + 2.0 * contrast, 0.0, 1.0)))
         boxes.append([x / factor, y / factor, (x + w) / factor, (y + h) / factor])
