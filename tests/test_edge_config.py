@@ -251,3 +251,16 @@ def test_side_by_side_video_includes_folder_cameras(tmp_path: Path) -> None:
     assert ok and first.shape[1] == 80 + 80  # the 40 x 30 thermal panel scaled to 60 px high
     with pytest.raises(ValueError, match="'file' or 'folder'"):
         CameraVideo("usb", "visible", tmp_path, kind="usb")
+
+
+def test_example_thermal_configs_build_their_detectors() -> None:
+    from edge.detect import build_detector
+
+    repo = Path(__file__).resolve().parents[1]
+    fixed = load_node_config([repo / "configs" / "node-thermal-fixed.yaml"])
+    ir = fixed.sources[1].detector
+    detector = build_detector(ir.name, **ir.arguments())
+    assert detector.gate is not None and detector.height_prior is not None
+    assert fixed.tracker.proximity_thresh == 0.5 and fixed.crops.aspect_min == 1.2
+    folder = load_node_config([repo / "configs" / "node-thermal-folder.yaml"]).sources[0].detector
+    assert build_detector(folder.name, **folder.arguments()).gate is None

@@ -15,12 +15,17 @@ from edge.detect.boxes import box_iou, nms, xywh_to_xyxy, xyxy_to_xywh
 from edge.detect.scoring import DetectionScore, evaluate_detections
 from edge.sources import Frame
 
-# Floors: a little below what the backends measured on these frames (docs/edge.md has the numbers).
-# The thermal backend's floors are in tests/test_edge_thermal.py (measured on held-out frames).
-# hog on LLVIP visible (night, 22 people): recall 0.182, precision 0.235.
-HOG_LLVIP_FLOOR = (0.13, 0.17)
-# hog on MOT17-02/09 (8 frames, 112 pedestrians incl. small/occluded): recall 0.188, precision 0.389.
-HOG_MOT17_FLOOR = (0.15, 0.30)
+# Floors: a little below what the backends measured on held-out frames -- frames no setting was
+# chosen on (split as in benchmarks/edge_detectors.py: LLVIP 010001-2 and MOT17-02 tune, LLVIP
+# 010003-4 and MOT17-09 are held out; the numbers are in README.md / docs/edge.md).
+# The thermal backend's floors are in tests/test_edge_thermal.py.
+LLVIP_HELD_OUT = ("010003", "010004")
+MOT17_HELD_OUT = ("MOT17-09-FRCNN",)
+# hog on held-out LLVIP visible (night, 12 people): recall 0.083, precision 0.111 -- one person found;
+# HOG is not a night detector (the floor only says it still runs and finds someone).
+HOG_LLVIP_FLOOR = (0.05, 0.05)
+# hog on held-out MOT17-09 (4 frames, 24 pedestrians): recall 0.417, precision 0.385.
+HOG_MOT17_FLOOR = (0.35, 0.30)
 
 
 def test_detections_validate_and_coerce() -> None:
@@ -129,24 +134,24 @@ def test_mot_detector_reads_ground_truth_and_detections(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------- real frames
 
 
-def _llvip(shared: Path, modality: str) -> list[tuple[Frame, np.ndarray]]:
+def _llvip(shared: Path, modality: str, names: tuple[str, ...]) -> list[tuple[Frame, np.ndarray]]:
     root = shared / "real" / "llvip"
     if not (root / "annotations").is_dir():
         pytest.skip("LLVIP frames not in ../shared/data/real")
     items = []
-    for xml in sorted((root / "annotations").glob("*.xml")):
+    for xml in (root / "annotations" / f"{name}.xml" for name in names):
         image = cv2.imread(str(root / modality / f"{xml.stem}.jpg"))
         frame = Frame("llvip", "infrared" if modality == "infrared" else "visible", 0, 0.0, image)
         items.append((frame, read_voc_boxes(xml)))
     return items
 
 
-def _mot17(shared: Path) -> list[tuple[Frame, np.ndarray]]:
+def _mot17(shared: Path, names: tuple[str, ...]) -> list[tuple[Frame, np.ndarray]]:
     root = shared / "real" / "mot17"
     if not root.is_dir():
         pytest.skip("MOT17 frames not in ../shared/data/real")
     items = []
-    for sequence in sorted(root.iterdir()):
+    for sequence in (root / name for name in names):
         table = read_mot_file(sequence / "gt" / "gt.txt")
         for path in sorted((sequence / "img1").glob("*.jpg")):
             number = int(path.stem)
@@ -165,14 +170,15 @@ def _score(detector, items) -> DetectionScore:
 
 
 def test_hog_backend_on_llvip_visible(shared_data: Path) -> None:
-    score = _score(build_detector("hog"), _llvip(shared_data, "visible"))
+    score = _score(build_detector("hog"), _llvip(shared_data, "visible", LLVIP_HELD_OUT))
+    assert score.true_positives + score.false_negatives == 12
     assert score.recall >= HOG_LLVIP_FLOOR[0], score
     assert score.precision >= HOG_LLVIP_FLOOR[1], score
 
 
 def test_hog_backend_on_mot17(shared_data: Path) -> None:
-    score = _score(build_detector("hog"), _mot17(shared_data))
-    assert score.true_positives + score.false_negatives == 112
+    score = _score(build_detector("hog"), _mot17(shared_data, MOT17_HELD_OUT))
+    assert score.true_positives + score.false_negatives == 24
     assert score.recall >= HOG_MOT17_FLOOR[0], score
     assert score.precision >= HOG_MOT17_FLOOR[1], score
 

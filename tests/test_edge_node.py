@@ -271,7 +271,13 @@ def test_replay_publisher_never_drops_it_times_out_loudly() -> None:
 
 
 def test_example_configs_load() -> None:
-    for name in ("node-video.yaml", "node-thermal-folder.yaml", "node-rtsp.yaml", "node-synthetic.yaml"):
+    for name in (
+        "node-video.yaml",
+        "node-thermal-folder.yaml",
+        "node-rtsp.yaml",
+        "node-synthetic.yaml",
+        "node-thermal-fixed.yaml",
+    ):
         config = load_node_config([REPO / "configs" / name])
         assert config.sources, name
 
