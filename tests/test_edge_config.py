@@ -264,3 +264,35 @@ def test_example_thermal_configs_build_their_detectors() -> None:
     assert fixed.tracker.proximity_thresh == 0.5 and fixed.crops.aspect_min == 1.2
     folder = load_node_config([repo / "configs" / "node-thermal-folder.yaml"]).sources[0].detector
     assert build_detector(folder.name, **folder.arguments()).gate is None
+
+
+def test_pipeline_writes_the_side_by_side_video_of_folder_cameras_or_says_why_not(tmp_path: Path) -> None:
+    import json
+
+    from edge.linking.config import LinkerConfig
+    from edge.pipeline import PipelineConfig, _finish
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), np.full((60, 80, 3), 50, np.uint8))
+    log = tmp_path / "sightings.jsonl"
+    record = {"producer_id": "n0", "camera_id": "dir", "modality": "visible", "frame_index": 1}
+    record["sightings"] = [{"track_id": 1, "box": [10, 10, 30, 50]}]
+    log.write_text(json.dumps(record) + "\n")
+    folder_node = NodeConfig(
+        producer_id="n0",
+        sources=[SourceConfig(camera_id="dir", kind="folder", path=str(frames), fps=4.0)],
+        outputs=OutputConfig(sightings_jsonl=str(log)),
+    )
+    usb_node = NodeConfig(producer_id="n1", sources=[SourceConfig(camera_id="usb", kind="usb")])
+    linker = LinkerConfig()
+    linker.persistence.state_dir = str(tmp_path / "linker")
+
+    def finish(nodes: list[NodeConfig]) -> Any:
+        config = PipelineConfig(output_dir=str(tmp_path / "run"), nodes=nodes, video_fourcc="MJPG")
+        return _finish(config, nodes, linker, {}, False)
+
+    written = finish([folder_node, usb_node])
+    assert written.side_by_side is not None and _video_fps_and_count(written.side_by_side) == (4.0, 3)
+    assert finish([usb_node]).summary["side_by_side"] == "not written: no file or folder camera"
