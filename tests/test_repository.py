@@ -58,3 +58,28 @@ def test_readme_folder_table_matches_the_tree():
             if "/" in name.rstrip("/") or not re.fullmatch(r"[A-Za-z0-9_]+(/|\.py)", name):
                 continue  # a command or a qualified name, not an entry of this folder
             assert (REPO_ROOT / folder / name).exists(), f"README says {folder} holds {name}; it does not"
+
+
+MAX_FUNCTION_LINES = 100
+
+
+def test_no_function_is_over_100_lines_without_a_reason():
+    """Long functions are split along their seams; one that must stay long says why in its docstring.
+
+    The reason is a docstring paragraph starting with "Long because" (e.g. a generated table, one
+    linear protocol that reads best in one piece).
+    """
+    import ast
+
+    too_long = []
+    for package in ("common", "edge", "engines", "trainer"):
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES and "Long because" not in (ast.get_docstring(node) or ""):
+                    too_long.append(
+                        f"{path.relative_to(REPO_ROOT)}:{node.lineno} {node.name} ({length} lines)"
+                    )
+    assert not too_long, "functions over 100 lines without a reason:\n" + "\n".join(too_long)
