@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks, in one short run on a lent CUDA machine (see README "Benchmarks"):
+# Superseded by benchmarks/gpu_check.sh (versions, TensorRT, embedder CUDA rows, the multi-stream
+# pipeline, the AMP training analysis). Kept as the record of how the README's H200 training and
+# embedder figures were produced:
 #   1. training throughput of the full recipe (ResNet-50, 384x128, batch 16x8): FP32 vs AMP
 #   2. embedder throughput: torch CUDA FP32 / FP16 / FP16 + CUDA graphs (+ onnxruntime CUDA if present)
 #   3. the real trainer (mixed precision, data loading, evaluation) for a short run on a synthetic set
