@@ -30,8 +30,13 @@ from typing import Any
 import numpy as np
 
 from common.modality import Modality
+from edge.linking.index import CompactIndex, CompactIndexConfig, make_projection
 
 STORAGE_DTYPES = ("float32", "float16")
+SEARCH_MODES = ("two_stage", "exact")
+
+GLOBAL_ID_BLOCK = 2**40
+"""Identity numbers per linker: a gallery numbers within [global_id_base, global_id_base + 2**40)."""
 
 TrackKey = tuple[str, str, int]
 """A camera track: (source producer_id, camera_id, track_id); track ids are local to the first two."""
@@ -53,6 +58,20 @@ class GalleryConfig:
             is evicted to make room.
         max_memory_mb: bound on the vector storage of both stores together (MiB, 2**20 bytes);
             the least recently seen identities without a live track are evicted to stay under it.
+        search: ``two_stage`` (default): candidates from a compact index (:mod:`edge.linking.index`),
+            re-ranked exactly on the full prototypes; ``exact``: every search scans the full stores.
+        compact: the compact projection: ``auto``, ``identity``, ``global:<C>``, ``random:<K>`` or
+            ``pca:<file.npz>`` (see :func:`edge.linking.index.make_projection`).
+        compact_dim: K of ``auto`` (embeddings larger than this are projected to it).
+        compact_flat_below: exhaustive compact scan below this many prototypes per store, IVF above.
+        compact_storage: the IVF's codes: ``float16`` or ``int8`` (scalar quantisation).
+        compact_nprobe: IVF lists visited per query (more: better recall, slower).
+        rerank_candidates: at least this many slots per query and store are re-ranked exactly
+            (more when the search needs more neighbours: 2 x top_k x prototypes_per_modality + extra).
+        global_id_base: identity numbers this gallery gives out start here and stay below
+            ``global_id_base + 2**40`` (linker-prefixed ids: see :mod:`edge.linking.shared_store`);
+            identities with numbers outside the block may be held (imported from another linker)
+            but never move the counter.
     """
 
     engine_id: str = ""
@@ -61,8 +80,31 @@ class GalleryConfig:
     ttl_s: float = 3600.0
     max_identities: int = 100_000
     max_memory_mb: float = 8192.0
+    search: str = "two_stage"
+    compact: str = "auto"
+    compact_dim: int = 256
+    compact_flat_below: int = 20_000
+    compact_storage: str = "float16"
+    compact_nprobe: int = 32
+    rerank_candidates: int = 64
+    global_id_base: int = 0
 
     def __post_init__(self) -> None:
+        if self.search not in SEARCH_MODES:
+            raise ValueError(f"gallery.search must be one of {SEARCH_MODES}, got {self.search!r}")
+        if self.compact_dim < 1 or self.compact_flat_below < 1 or self.compact_nprobe < 1:
+            raise ValueError(
+                "gallery.compact_dim, compact_flat_below and compact_nprobe must be >= 1, got "
+                f"{self.compact_dim}, {self.compact_flat_below}, {self.compact_nprobe}"
+            )
+        if self.compact_storage not in ("float16", "int8"):
+            raise ValueError(f"gallery.compact_storage must be float16 or int8, got {self.compact_storage!r}")
+        if self.rerank_candidates < 1:
+            raise ValueError(f"gallery.rerank_candidates must be >= 1, got {self.rerank_candidates}")
+        if not 0 <= self.global_id_base < 2**62 or self.global_id_base % GLOBAL_ID_BLOCK:
+            raise ValueError(
+                f"gallery.global_id_base must be a multiple of 2**40 in [0, 2**62), got {self.global_id_base}"
+            )
         if self.storage_dtype not in STORAGE_DTYPES:
             raise ValueError(
                 f"gallery.storage_dtype must be one of {STORAGE_DTYPES}, got {self.storage_dtype!r}"
@@ -190,6 +232,25 @@ class PrototypeStore:
         if len(slots) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.asarray(self._codec.sa_decode(self._gather(np.asarray(slots, np.int64))), dtype=np.float32)
+
+    def inner_products(self, query: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Exact inner products of one query ((D,) float32) with the vectors in ``slots`` ((S,) int64,
+        allocated) as (S,) float32, computed by faiss on the stored codes.
+
+        This is the re-rank of the two-stage search: faiss' distance computer reads each code in
+        place (SIMD, float16 decoded on the fly), ~10x faster than decoding the rows into a float32
+        copy and multiplying (64 x 14336 float16: 0.2 ms against 3 ms + the product).
+        """
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        out = np.empty(len(slots), dtype=np.float32)
+        blocks, rows = np.divmod(np.asarray(slots, dtype=np.int64), self.block_slots)
+        for block in np.unique(blocks).tolist():
+            computer = self._blocks[block].get_FlatCodesDistanceComputer()
+            computer.set_query(self._faiss.swig_ptr(q))  # q outlives the computer (same scope)
+            members = np.flatnonzero(blocks == block)
+            for i, row in zip(members.tolist(), rows[members].tolist()):
+                out[i] = computer(row)
+        return out
 
     def export_codes(self, slots: Sequence[int], rows_per_chunk: int = 256) -> ChunkedArray:
         """The stored codes of ``slots`` as a (len(slots), D) array of the storage dtype, produced
@@ -384,8 +445,18 @@ class Gallery:
         # max_slots (a store that needs room takes back the other's free slots by compacting it).
         self.max_slots = int(config.max_memory_mb * 2**20) // bytes_per_vector
         self.stores = {modality: PrototypeStore(self.dim, config.storage_dtype) for modality in Modality}
+        # Stage one of the two-stage search, one compact index per store (None: exact search only).
+        self.indexes: dict[Modality, CompactIndex] | None = None
+        if config.search == "two_stage":
+            projection = make_projection(config.compact, self.dim, config.compact_dim)
+            index_config = CompactIndexConfig(
+                flat_below=config.compact_flat_below,
+                storage=config.compact_storage,
+                nprobe=config.compact_nprobe,
+            )
+            self.indexes = {m: CompactIndex(projection, index_config) for m in Modality}
         self.identities: dict[int, Identity] = {}
-        self.next_global_id = 0
+        self.next_global_id = config.global_id_base
         self._slot_owner: dict[Modality, dict[int, tuple[int, Prototype]]] = {m: {} for m in Modality}
         # slot -> global id (-1: free) per store, for vectorised grouping of search results
         self._slot_gid: dict[Modality, np.ndarray] = {m: np.full(0, -1, np.int64) for m in Modality}
@@ -414,12 +485,22 @@ class Gallery:
         """Bytes of vector storage held by both stores."""
         return sum(store.nbytes for store in self.stores.values())
 
+    @property
+    def index_nbytes(self) -> int:
+        """Bytes held by the compact indexes (0 with exact search); not part of ``max_memory_mb``."""
+        return 0 if self.indexes is None else sum(index.nbytes for index in self.indexes.values())
+
+    def owns_global_id(self, global_id: int) -> bool:
+        """Whether ``global_id`` lies in this gallery's block of numbers."""
+        return self.config.global_id_base <= global_id < self.config.global_id_base + GLOBAL_ID_BLOCK
+
     def create_identity(self, ts: float, global_id: int | None = None) -> Identity:
         """A new identity numbered ``global_id`` (default: the next number); numbers only go up."""
         gid = self.next_global_id if global_id is None else int(global_id)
         if gid in self.identities or gid < 0:
             raise ValueError(f"global_id {gid} already exists or is negative")
-        self.next_global_id = max(self.next_global_id, gid + 1)
+        if self.owns_global_id(gid):  # an imported identity (another linker's block) moves nothing
+            self.next_global_id = max(self.next_global_id, gid + 1)
         identity = Identity(global_id=gid, created_ts=ts, last_seen_ts=ts)
         self.identities[gid] = identity
         heapq.heappush(self._recency, (ts, gid))
@@ -482,7 +563,7 @@ class Gallery:
         prototype.weight = float(weight)
         prototype.updated_ts = ts
         prototype.camera_id = camera_id
-        self.stores[modality].write(prototype.slot, vector)
+        self._write(modality, prototype.slot, vector)
         return True
 
     def restore_prototype(
@@ -501,7 +582,7 @@ class Gallery:
         )
         if prototype is None:
             return False
-        self.stores[modality].write(prototype.slot, vector)
+        self._write(modality, prototype.slot, vector)
         return True
 
     def _add_prototype(
@@ -557,7 +638,7 @@ class Gallery:
         merged = keep.weight * vectors[candidates.index(keep)] + drop.weight * vectors[candidates.index(drop)]
         norm = float(np.linalg.norm(merged))
         if norm > 0:
-            store.write(keep.slot, merged / norm)
+            self._write(modality, keep.slot, merged / norm)
         keep.weight += drop.weight
         if keep.track_key is not None and self._track_prototype.get(keep.track_key) is keep:
             del self._track_prototype[keep.track_key]
@@ -575,6 +656,8 @@ class Gallery:
         if slot is None and other.capacity > other.num_occupied:
             # The other store holds free slots: give their memory back, then grow this one.
             mapping = other.compact()
+            if self.indexes is not None:
+                self.indexes[modality.other].remap(mapping)
             owners = self._slot_owner[modality.other]
             self._slot_owner[modality.other] = {}
             self._slot_gid[modality.other] = np.full(other.capacity, -1, np.int64)
@@ -585,8 +668,16 @@ class Gallery:
             slot = store.allocate(self.max_slots - other.capacity)
         return slot
 
+    def _write(self, modality: Modality, slot: int, vector: np.ndarray) -> None:
+        """Store a prototype vector and tell the compact index (it re-projects before its next search)."""
+        self.stores[modality].write(slot, vector)
+        if self.indexes is not None:
+            self.indexes[modality].update(slot, vector)
+
     def _free_prototype(self, prototype: Prototype) -> None:
         self.stores[prototype.modality].release(prototype.slot)
+        if self.indexes is not None:
+            self.indexes[prototype.modality].remove(prototype.slot)
         del self._slot_owner[prototype.modality][prototype.slot]
         self._slot_gid[prototype.modality][prototype.slot] = -1
         if prototype.track_key is not None and self._track_prototype.get(prototype.track_key) is prototype:
@@ -609,6 +700,7 @@ class Gallery:
         exclude_tracks: Sequence[TrackKey | None],
         top_k: int,
         extra: int = 0,
+        exact: bool = False,
     ) -> list[dict[int, IdentityMatch]]:
         """The identities closest to each query, split into same- and cross-modality evidence.
 
@@ -617,6 +709,7 @@ class Gallery:
             exclude_tracks: per query, a track whose own prototype must not count (or None).
             top_k: identities wanted per query (before the caller's exclusions).
             extra: more identities to return per store (to survive the caller's exclusions).
+            exact: scan the full stores even when a compact index exists (the reference search).
 
         Returns:
             Per query, ``{global_id: IdentityMatch}`` for the best ``top_k + extra`` identities of
@@ -625,11 +718,14 @@ class Gallery:
         k = top_k * self.config.prototypes_per_modality + extra + 1
         wanted = top_k + extra
         results: list[dict[int, IdentityMatch]] = [{} for _ in range(len(queries))]
+        compact = None
+        if self.indexes is not None and not exact:  # one projection serves both stores
+            compact = self.indexes[modality].projection(queries)
         own = [self._track_prototype.get(key) if key is not None else None for key in exclude_tracks]
         for store_modality, store in self.stores.items():
             if store.num_occupied == 0:
                 continue
-            cosines, slots = store.search(queries, k)
+            cosines, slots = self._search_store(store_modality, queries, compact, k)
             slot_gid = self._slot_gid[store_modality]
             owners = self._slot_owner[store_modality]
             same = store_modality is modality
@@ -651,6 +747,36 @@ class Gallery:
                     camera = owners[int(row[i])][1].camera_id
                     found[gid] = _better(found.get(gid), gid, same, float(row_cosines[i]), camera)
         return results
+
+    def _search_store(
+        self, modality: Modality, queries: np.ndarray, compact: np.ndarray | None, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest prototypes of one store per query, like :meth:`PrototypeStore.search`.
+
+        Two-stage: the compact index proposes ``max(rerank_candidates, 2 k)`` slots per query, each
+        is scored exactly on its stored full prototype (the cosines returned are the full
+        prototypes'), the best ``k`` per query are kept. A store no larger than
+        the proposal count is scanned exactly (it would be read whole anyway).
+        ``compact``: the queries through the index's projection, (Q, d) float32; None scans exactly.
+
+        Returns:
+            ``(cosines, slots)``, (Q, k') float32 / int64, best first, slot -1 where nothing is.
+        """
+        store = self.stores[modality]
+        proposals = max(self.config.rerank_candidates, 2 * k)
+        if compact is None or self.indexes is None or store.num_occupied <= proposals:
+            return store.search(queries, k)
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        candidates = self.indexes[modality].candidates(compact, proposals)
+        cosines = np.full(candidates.shape, -np.inf, dtype=np.float32)
+        for row in range(len(q)):  # exact cosines on the full prototypes
+            valid = candidates[row] >= 0
+            cosines[row, valid] = store.inner_products(q[row], candidates[row, valid])
+        k = min(k, candidates.shape[1])
+        order = np.argsort(-cosines, axis=1, kind="stable")[:, :k]
+        cosines = np.take_along_axis(cosines, order, 1)
+        slots = np.take_along_axis(candidates, order, 1)
+        return cosines, np.where(np.isfinite(cosines), slots, -1)
 
     def match_identity(
         self, global_id: int, query: np.ndarray, modality: Modality, exclude_track: TrackKey | None
