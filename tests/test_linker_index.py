@@ -214,10 +214,11 @@ def test_compaction_remaps_the_index():
     assert [inverse[int(s)] for s in found] == list(range(1, 400, 2))
 
 
-def test_snapshot_round_trip_rebuilds_the_index():
+def test_snapshot_round_trip_rebuilds_the_index(tmp_path):
     from edge.linking.assignment import MatchingRules
     from edge.linking.events import EngineAdopted
     from edge.linking.linker import IdentityLinker
+    from edge.linking.persistence import recover, save_snapshot
 
     rng = np.random.default_rng(6)
     config = GalleryConfig(compact="random:64", compact_flat_below=300, max_memory_mb=1e4)
@@ -227,11 +228,8 @@ def test_snapshot_round_trip_rebuilds_the_index():
     for v in vectors:
         gid = linker.gallery.create_identity(0.0).global_id
         linker.gallery.restore_prototype(gid, Modality.INFRARED, "ir", None, 1.0, 0.0, v)
-    meta, arrays = linker.to_state()
-    plain = {
-        name: np.frombuffer(b"".join(a.chunks()), a.dtype).reshape(a.shape) for name, a in arrays.items()
-    }
-    restored = IdentityLinker.from_state(meta, plain, MatchingRules(), config)
+    save_snapshot(tmp_path, linker)
+    restored = recover(tmp_path, MatchingRules(), config).linker
     queries = noisy(rng, vectors[:100])
     a = restored.gallery.match_many(queries, Modality.VISIBLE, [None] * 100, top_k=5)
     b = linker.gallery.match_many(queries, Modality.VISIBLE, [None] * 100, top_k=5)

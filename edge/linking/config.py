@@ -18,6 +18,7 @@ from edge.linking.assignment import MatchingRules
 from edge.linking.calibration import CalibrationConfig
 from edge.linking.gallery import GalleryConfig
 from edge.linking.ordering import OrderingSettings
+from edge.linking.shared_store import SharedStoreConfig
 
 MODES = ("live", "replay")
 
@@ -119,8 +120,17 @@ class LinkerConfig:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     ordering: OrderingSettings = field(default_factory=OrderingSettings)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    shared: SharedStoreConfig = field(default_factory=SharedStoreConfig)
 
     def __post_init__(self) -> None:
+        if self.shared.uri:
+            # Several linkers on one store: this one numbers identities inside its own id block.
+            if self.gallery.global_id_base not in (0, self.shared.global_id_base):
+                raise ValueError(
+                    f"gallery.global_id_base ({self.gallery.global_id_base}) contradicts shared.linker_index "
+                    f"{self.shared.linker_index} (block {self.shared.global_id_base}); set only the index"
+                )
+            self.gallery.global_id_base = self.shared.global_id_base
         if self.matching.track_idle_s >= self.gallery.ttl_s:
             raise ValueError(
                 f"matching.track_idle_s ({self.matching.track_idle_s}) must be below gallery.ttl_s "

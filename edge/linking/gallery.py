@@ -376,6 +376,9 @@ class Prototype:
         track_key: the track whose current evidence this is; ``None`` for a merged prototype.
         weight: sightings behind it.
         updated_ts: capture time (s) of the last update.
+        origin: ``""`` for this linker's evidence; the ``linker_id`` of another linker for a
+            prototype imported from the shared store (:mod:`edge.linking.shared_store`), which this
+            linker does not publish again.
     """
 
     slot: int
@@ -384,6 +387,7 @@ class Prototype:
     track_key: TrackKey | None
     weight: float
     updated_ts: float
+    origin: str = ""
 
 
 @dataclass
@@ -575,13 +579,16 @@ class Gallery:
         weight: float,
         ts: float,
         vector: np.ndarray,
+        origin: str = "",
     ) -> bool:
-        """Put back a prototype read from a snapshot (no merging); False if the bounds leave no slot."""
+        """Put back a prototype read from a snapshot or imported from the shared store (``origin``:
+        the linker that published it), no merging; False if the bounds leave no slot."""
         prototype = self._add_prototype(
             self.identities[global_id], modality, camera_id, track_key, weight, ts
         )
         if prototype is None:
             return False
+        prototype.origin = origin
         self._write(modality, prototype.slot, vector)
         return True
 

@@ -12,8 +12,8 @@ Projections (:func:`make_projection`, ``gallery.compact``):
   ``global`` compression of ``mpanet-compress``, C = 2048 for ResNet-50);
 * ``pca:PATH`` - the PCA written by ``mpanet-compress --kind pca`` (``<variant>.pca.npz``:
   ``mean`` (D,), ``components`` (k, D)), fitted on training embeddings of this engine;
-* ``random:K`` - a fixed random orthonormal projection to K values (seeded: every linker and every
-  restart gets the same one). Needs no file and works with any engine; Johnson-Lindenstrauss: a
+* ``random:K`` - a fixed random (near-)orthonormal projection to K values (seeded: every linker and
+  every restart gets the same one). Needs no file and works with any engine; Johnson-Lindenstrauss: a
   cosine is kept within about 1/sqrt(K);
 * ``identity`` - the embedding itself (an engine that is already compact);
 * ``auto`` - ``identity`` when D <= ``compact_dim``, else ``random:<compact_dim>``.
@@ -113,9 +113,14 @@ def make_projection(spec: str, dim: int, compact_dim: int) -> Projection:
         if kind == "global":
             return Projection("global", dim, size)
         rng = np.random.default_rng(_RANDOM_SEED + dim * 7919 + size)
-        gaussian = rng.standard_normal((dim, size), dtype=np.float32)
-        q, _ = np.linalg.qr(gaussian)  # orthonormal columns: no direction is stretched
-        return Projection("random", dim, size, np.ascontiguousarray(q.T, dtype=np.float32))
+        rows = rng.standard_normal((size, dim), dtype=np.float32)
+        if dim * size <= 2**20:
+            # Small: orthonormal rows (QR), no direction stretched. Large (14336 x 256): Gaussian rows
+            # in high dimension are orthogonal within ~1/sqrt(D) already, and QR's workspace would
+            # triple the transient memory (+45 MiB at the first batch of a 14336-d engine).
+            rows = np.linalg.qr(rows.T)[0].T
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        return Projection("random", dim, size, np.ascontiguousarray(rows, dtype=np.float32))
     if kind == "pca":
         return _pca_projection(Path(arg), dim)
     raise CompactIndexError(

@@ -148,6 +148,9 @@ class IdentityLinker:
         self.clock = -math.inf
         self.last_seq = 0
         self.counters = LinkerCounters()
+        # Optional edge.linking.shared_store.SharedIdentities: asked when a first decision has no
+        # local match (identities other linkers published); None: this linker works alone.
+        self.shared: Any = None
 
     # --------------------------------------------------------------------------------- queries
 
@@ -499,6 +502,10 @@ class IdentityLinker:
         gallery = self.gallery
         assert gallery is not None and state.evidence is not None
         candidate: Candidate | None = choice.candidate if choice.action in ("match", "move") else None
+        if candidate is None and state.global_id is None and self.shared is not None:
+            # No local match for a first decision: ask the store shared with other linkers (an
+            # identity found there is imported into the gallery and matched).
+            candidate = self.shared.find(self, state, self._cooccurring(state))
         target = None if candidate is None else candidate.global_id
         previous = state.global_id
         new_slots = int(gallery.needs_slot(target, state.modality, state.key))

@@ -117,6 +117,12 @@ class LinkerService:
             faiss.omp_set_num_threads(cfg.service.faiss_threads)
         self.recovered = recover(state_dir, cfg.matching, cfg.gallery)
         self.linker = self.recovered.linker
+        self.shared = None
+        if cfg.shared.uri:  # several linkers sharing one Milvus identity store (shared_store.py)
+            from edge.linking.shared_store import SharedIdentities
+
+            self.shared = SharedIdentities(cfg.shared, cfg.service.linker_id)
+            self.linker.shared = self.shared
         self._restore_extra(self.recovered.extra)
         for event in self.recovered.replayed:
             # Decisions after the snapshot tell how far the durable state had read each stream; the
@@ -148,6 +154,8 @@ class LinkerService:
             self.ready.set()
             self._loop()
             self._snapshot()
+            if self.shared is not None:
+                self.shared.flush(self.linker.gallery, force=True)  # best effort: the store may be down
         finally:
             self.journal.close()
             self.updates.close()
@@ -184,6 +192,8 @@ class LinkerService:
             ):
                 self._snapshot()
                 last_snapshot, events_since_snapshot = now, 0
+            if self.shared is not None:
+                self.shared.flush(self.linker.gallery)
             if now - last_stats >= cfg.service.stats_interval_s:
                 self._heartbeat()
                 last_stats = now
@@ -266,6 +276,8 @@ class LinkerService:
             return
         self.journal.append(events)
         self._publish([e for e in events if isinstance(e, IdentityDecision)])
+        if self.shared is not None:
+            self.shared.note(events, self.linker.gallery)
 
     def _publish(self, decisions: list[IdentityDecision]) -> None:
         if not decisions:
@@ -408,6 +420,7 @@ class LinkerService:
                 **self.calibration.to_dict(),
                 "engine_warning": self.calibration.check_engine("" if gallery is None else gallery.engine_id),
             },
+            "shared": self.shared.counters.as_dict() if getattr(self, "shared", None) is not None else {},
         }
 
     def _write_stats(self, stats: dict[str, Any]) -> None:
