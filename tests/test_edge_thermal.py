@@ -78,6 +78,7 @@ def test_motion_gate_drops_a_static_warm_object_and_keeps_the_walking_person() -
     warm = list(zip(results[11:30], xs[11:30]))
     assert not any(_static_found(d) for d, _ in warm)
     assert all(_walker_found(d, x) for d, x in warm)
+    assert detector.scene_cuts == 0  # a person walking is not a scene cut
 
 
 @pytest.mark.parametrize("method", ["mog2", "knn"])
@@ -115,6 +116,9 @@ def test_persistence_drops_one_frame_flickers() -> None:
     assert persistence(np.concatenate([box + 2, flicker + 40]), 2).tolist() == [True, False]
     assert persistence(flicker + 40, 3).tolist() == [True]  # seen in frame 2 and now
     assert persistence(flicker, 10).tolist() == [True]  # a gap restarts the history (warm-up)
+    timed = Persistence(min_hits=2, window=3, max_gap_s=0.5)
+    assert timed(box, 0, 0.0).tolist() == [True] and timed(flicker, 1, 0.1).tolist() == [False]
+    assert timed(box + 200, 2, 1.1).tolist() == [True]  # a second later: not compared, warming up
     strict = Persistence(min_hits=2, window=3, warmup="hold")
     assert strict(box, 0).tolist() == [False] and strict(box, 1).tolist() == [True]
     with pytest.raises(ValueError, match="min_hits"):
@@ -190,6 +194,32 @@ def test_thermal_on_held_out_llvip_infrared(shared_data: Path) -> None:
     assert total.true_positives + total.false_negatives == 12
     assert total.recall >= THERMAL_LLVIP_HELD_OUT_FLOOR[0], total
     assert total.precision >= THERMAL_LLVIP_HELD_OUT_FLOOR[1], total
+
+
+def test_stills_of_one_camera_as_a_1_fps_folder_score_like_single_stills(shared_data: Path) -> None:
+    """The LLVIP frames are one fixed camera at four moments: as a folder at 1 fps they arrive with
+    consecutive indices, but frames a second apart are not compared by the persistence (people
+    moved), and four frames do not warm the gate up: every frame gets the single-still result."""
+    items = _llvip_infrared(shared_data, ("010001", "010002", "010003", "010004"))
+    detector = build_detector("thermal")
+    for index, (frame, _) in enumerate(items):
+        as_stream = detector(Frame("llvip", "infrared", index, float(index), frame.image))
+        alone = build_detector("thermal")(frame)
+        assert as_stream.xyxy.tolist() == alone.xyxy.tolist(), index
+    assert detector.scene_cuts == 0  # same camera, same background
+
+
+def test_a_scene_cut_restarts_the_gate_and_the_persistence() -> None:
+    xs = [20 + 4 * i for i in range(20)]
+    frames = _scene(20, xs)
+    detector = build_detector("thermal")
+    results = [detector(f) for f in frames]
+    assert not _static_found(results[-1])  # warm: the static object is background
+    # A gain jump (a thermal camera's shutter recalibration): every pixel 60 levels brighter.
+    brighter = np.clip(frames[-1].image.astype(np.int16) + 60, 0, 255).astype(np.uint8)
+    after = detector(Frame("c", "infrared", 20, 2.0, brighter))
+    assert detector.scene_cuts == 1 and detector.gate is not None and not detector.gate.warm
+    assert _static_found(after)  # warming up again: passes everything
 
 
 def test_thermal_boxes_no_sign_or_lamp_on_held_out_kaist_frames(shared_data: Path) -> None:

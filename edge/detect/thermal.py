@@ -19,8 +19,11 @@ a standing or walking person:
   (:class:`edge.detect.persistence.Persistence`) before a box is reported.
 
 The gate and persistence need consecutive frames of one fixed camera. They warm up at the start of
-a stream and after a gap in frame indices; during warm-up they pass every candidate by default
-(``warmup: pass``), so single stills get the shape/texture/geometry detector alone.
+a stream, after a gap in frame indices, and after a scene cut (more than ``scene_cut_frac`` of the
+pixels changed by more than ``scene_cut_level`` grey levels since the previous frame: a folder of
+unrelated stills, a camera that was moved, a thermal camera's shutter recalibration); during
+warm-up they pass every candidate by default (``warmup: pass``), so stills -- one at a time or as a
+folder -- get the shape/texture/geometry detector alone.
 
 Limits (measured on LLVIP/KAIST): people touching each other merge into one box; warm walls or
 cars in daytime pass the threshold; people cooler than, or as warm as, the background (hot days,
@@ -67,7 +70,11 @@ class HotRegionDetector:
             ``history``, ``warmup_frames``, ``moving_frac_min`` and ``hold_frames``.
         persist_frames, persist_window: report a box found in ``persist_frames`` of the last
             ``persist_window`` frames (1 = off).
+        persist_max_gap_s: frames further apart than this (seconds) are not compared (a 1 fps
+            folder, stills): persistence then restarts and, warming up, passes everything.
         warmup: ``pass`` | ``hold``: what the gate and persistence do before they have history.
+        scene_cut_frac, scene_cut_level: a frame where more than this fraction of the (working
+            size) pixels changed by more than this many grey levels restarts the gate and persistence.
     """
 
     name = "thermal"
@@ -97,7 +104,10 @@ class HotRegionDetector:
         gate_hold_frames: int = 100,
         persist_frames: int = 2,
         persist_window: int = 3,
+        persist_max_gap_s: float = 0.5,
         warmup: str = "pass",
+        scene_cut_frac: float = 0.5,
+        scene_cut_level: float = 40.0,
     ) -> None:
         if work_width < 32 or not 0 < background_frac < 1 or not 0 <= global_percentile < 100:
             raise ValueError(
@@ -138,7 +148,15 @@ class HotRegionDetector:
                 work_width=work_width,
             )
         )
-        self.persistence = Persistence(persist_frames, persist_window, warmup=warmup)
+        self.persistence = Persistence(
+            persist_frames, persist_window, warmup=warmup, max_gap_s=persist_max_gap_s
+        )
+        if not 0 < scene_cut_frac <= 1 or scene_cut_level <= 0:
+            raise ValueError("thermal: need 0 < scene_cut_frac <= 1 and scene_cut_level > 0")
+        self.scene_cut_frac = scene_cut_frac
+        self.scene_cut_level = scene_cut_level
+        self.scene_cuts = 0
+        self._previous: np.ndarray | None = None
 
     def __call__(self, frame: Frame) -> Detections:
         image = frame.image
@@ -152,6 +170,11 @@ class HotRegionDetector:
             cv2.resize(grey, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA) if factor < 1 else grey
         )
         small = cv2.GaussianBlur(small, (3, 3), 0)
+        if self._scene_cut(small):
+            self.scene_cuts += 1
+            if self.gate is not None:
+                self.gate.reset()
+            self.persistence.reset()
         # The gate's model learns from every frame, with or without candidates.
         foreground = self.gate.update(small, frame.index) if self.gate is not None else None
         mask = self._hot_mask(small)
@@ -165,11 +188,19 @@ class HotRegionDetector:
         if self.gate is not None and len(boxes):
             moving = self.gate.accept(boxes * factor, mask > 0, foreground)
             boxes, scores = boxes[moving], scores[moving]
-        persistent = self.persistence(boxes, frame.index)
+        persistent = self.persistence(boxes, frame.index, frame.timestamp)
         boxes, scores = boxes[persistent], scores[persistent]
         if len(boxes) == 0:
             return Detections.empty()
         return Detections(boxes, scores).clipped(frame.width, frame.height)
+
+    def _scene_cut(self, small: np.ndarray) -> bool:
+        """Whether ``small`` (the working-size grey frame) is not a continuation of the previous one."""
+        previous, self._previous = self._previous, small
+        if previous is None or previous.shape != small.shape:
+            return False  # the first frame, or a new size (the gate resets itself on that)
+        changed = cv2.absdiff(previous, small) > self.scene_cut_level
+        return float(changed.mean()) > self.scene_cut_frac
 
     def _hot_mask(self, small: np.ndarray) -> np.ndarray:
         side = max(3, int(self.background_frac * small.shape[1]) | 1)
