@@ -453,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args)
     if args.tiny:
         args.device, args.streams, args.duration_s, args.people = "cpu", "2", 3.0, 3
+        if args.out == parser.get_default("out"):  # never mix CPU-fallback numbers with the GPU file
+            args.out = str(Path(args.out).with_name("pipeline_cpu_fallback.json"))
         args.arch, args.height, args.width, args.image_size = "resnet18", 96, 48, 160
     if args.device.startswith("cuda") and gpu_name() is None:
         print(

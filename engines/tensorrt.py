@@ -560,7 +560,8 @@ def _parse_network(
     h, w = request.input_shape
     _check_network(trt, network, request.sidecar, h, w)
     network_types = _network_types(trt, network)
-    _check_instance_norms(trt, network, request)
+    if request.precision == "fp16":
+        _check_instance_norms(trt, network, request)
     _check_network_precision(trt, network, request.precision, network_types)
     return network, parser, network_types
 
@@ -813,11 +814,12 @@ _PLUGIN_LAYER_TYPES = ("PLUGIN", "PLUGIN_V2", "PLUGIN_V3")
 
 
 def _check_instance_norms(trt: ModuleType, network: Any, request: _BuildRequest) -> None:
-    """Every ONNX InstanceNormalization became a native NORMALIZATION layer, none a plugin.
+    """FP16 builds: every ONNX InstanceNormalization became a native NORMALIZATION layer, none a plugin.
 
     A plugin layer hides its compute type from the network, so the FP16 check "the MAM
     normalisations stay FP32" would pass without checking anything; the count makes sure each one
-    was seen (a parser that decomposes the op into primitive layers is refused too).
+    was seen (a parser that decomposes the op into primitive layers is refused too). FP32 and INT8
+    Q/DQ builds do not need it: their normalisations are float either way.
     """
     if not request.instance_norm_nodes:
         return

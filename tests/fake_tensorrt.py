@@ -144,8 +144,8 @@ def make_tensorrt(
         fail: calls that fail (see the module docstring).
         cudart: the fake cudart (:func:`make_cudart`) whose current device ``execute_async_v3`` checks.
 
-    One closure of ~400 lines on purpose: the fake classes share ``fail``, the options and the call
-    log, as the real module's objects share one library state.
+    Long because it is one closure on purpose: the fake classes share ``fail``, the options and the
+    call log, as the real module's objects share one library state.
     """
     unknown = set(fail) - {
         "parse",

@@ -364,11 +364,18 @@ def test_no_timing_cache_to_save_keeps_the_plan(
     ],
 )
 def test_fp16_instance_norm_that_cannot_be_checked_is_refused(
-    fp16: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: dict[str, object], message: str
+    engine: TinyEngine,
+    fp16: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    options: dict[str, object],
+    message: str,
 ) -> None:
     _install_fakes(monkeypatch, **options)
     with pytest.raises(TensorRTBuildError, match=message):
         build_engine(fp16, tmp_path / "m.plan")
+    # An FP32 plan has nothing to keep in FP32: a plugin instance norm is no reason to refuse it.
+    assert build_engine(engine.onnx, tmp_path / "m32.plan").plan.is_file()
 
 
 def test_native_instancenorm_is_set_where_the_parser_defaults_to_the_plugin(
