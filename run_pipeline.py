@@ -6,6 +6,7 @@
     python run_pipeline.py node --config configs/node-video.yaml        # one edge node
     python run_pipeline.py linker --config configs/linker.yaml          # the linker service
     python run_pipeline.py benchmark --config configs/sysu.yaml data.root=/data/SYSU-MM01 --engine m.onnx
+    python run_pipeline.py keys linker edge-0 --dir keys       # CurveZMQ key pairs (= mpanet-keys)
 
 Every role reads YAML from ``configs/`` and ``key=value`` overrides. Ctrl-C / SIGTERM stop cleanly:
 nodes send end-of-stream, the linker snapshots, videos and logs are closed.
@@ -107,8 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from engines.cli.evaluate import main as evaluate_main
 
         return evaluate_main(rest)
+    if role == "keys":
+        from edge.keys import main as keys_main
+
+        return keys_main(rest)
     print(
-        f"error: unknown role {role!r}; use demo, all, node, linker or benchmark (see --help)",
+        f"error: unknown role {role!r}; use demo, all, node, linker, benchmark or keys (see --help)",
         file=sys.stderr,
     )
     return 2

@@ -41,7 +41,8 @@ def load_config(
     Args:
         schema: a dataclass type whose fields (possibly nested dataclasses, lists, dicts) form the schema.
         files: YAML files merged in order; later files win.
-        overrides: ``"a.b.c=value"`` strings (OmegaConf dotlist syntax; values are parsed as YAML).
+        overrides: ``"a.b.c=value"`` strings (OmegaConf dotlist syntax; values are parsed as YAML,
+            and a value that is not valid YAML, such as ``*.png``, is taken as text).
 
     Returns:
         A fully converted instance of ``schema`` (``__post_init__`` validators have run).
@@ -74,12 +75,13 @@ def load_config(
         source = f"override {item!r}"
         _check_path(schema, key.split("."), source=source)
         _check_list_indices(merged, key, source)
-        value = OmegaConf.from_dotlist([f"value={raw}"])["value"]  # parsed as OmegaConf parses YAML values
+        value, parsed = _override_value(raw)
         try:
             # update() (unlike a dotlist merge) can reach into lists: sources.0.path=...
             OmegaConf.update(merged, key, value, merge=True)
         except OmegaConfBaseException as exc:
-            raise ConfigError(f"{source}: invalid value: {getattr(exc, 'msg', exc)}") from exc
+            hint = "" if parsed else f" ({raw!r} is not valid YAML, so it was taken as text)"
+            raise ConfigError(f"{source}: invalid value{hint}: {getattr(exc, 'msg', exc)}") from exc
     try:
         return typing.cast(T, OmegaConf.to_object(merged))
     except MissingMandatoryValue as exc:
@@ -88,6 +90,19 @@ def load_config(
         raise ConfigError(f"invalid config: {exc}") from exc
     except (ValueError, TypeError) as exc:  # raised by a schema's __post_init__ validator
         raise ConfigError(f"invalid config: {exc}") from exc
+
+
+def _override_value(raw: str) -> tuple[Any, bool]:
+    """The value of an override's right-hand side, parsed as YAML; (value, whether it parsed).
+
+    Text that is not valid YAML is taken as the string it is: ``pattern=*.png`` (``*`` starts a YAML
+    alias) means the text ``*.png``, as anyone typing it means. To force a string that *is* valid
+    YAML of another type, quote it for YAML inside the shell's quotes: ``'name="007"'``.
+    """
+    try:
+        return OmegaConf.from_dotlist([f"value={raw}"])["value"], True
+    except Exception:  # yaml.YAMLError, OmegaConf grammar errors: not YAML, so plain text
+        return raw, False
 
 
 def config_to_yaml(cfg: Any) -> str:

@@ -153,9 +153,10 @@ class EmbedderConfig:
 
 @dataclass
 class TransportConfig:
-    """See :class:`edge.transport.TransportSettings` (``mode`` comes from the node)."""
+    """See :class:`edge.transport.TransportSettings` (``mode`` comes from the node). Loopback by
+    default; binding another address wants the ``curve_*`` key files (docs/messages.md, Security)."""
 
-    endpoint: str = "tcp://*:5555"
+    endpoint: str = "tcp://127.0.0.1:5555"
     bind: bool = True
     send_hwm: int | None = None
     linger_ms: int | None = None
@@ -163,6 +164,15 @@ class TransportConfig:
     heartbeat_ivl_ms: int = 1000
     heartbeat_timeout_ms: int = 5000
     heartbeat_ttl_ms: int = 10000
+    curve_secret_key_file: str = ""
+    curve_server_key_file: str = ""
+    curve_allowed_clients: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from edge.endpoints import check_endpoint
+
+        if self.endpoint != "auto":  # auto: the pipeline picks a free loopback port
+            check_endpoint(self.endpoint, "transport.endpoint")
 
 
 @dataclass

@@ -7,9 +7,12 @@ A message is a ZeroMQ multipart message::
              float32, shape ``embedding_shape`` -- never re-encoded, read zero-copy with np.frombuffer
 
 Every header carries the common fields of :class:`MessageHeader`. Decoding validates everything (the
-version, the kind, field types, equal array lengths, the raw frame's size against the declared
-shape/dtype) and raises one exception type, :class:`MessageError`. :class:`MessageReceiver` counts and
-drops malformed messages instead of raising, and :class:`SequenceTracker` detects gaps in the
+version, the kind, field types, unknown fields, nesting, every number against its range (see
+:data:`LIMITS`), equal array lengths, the raw frame's size against the declared shape/dtype) and
+raises one exception type, :class:`MessageError`, whatever the bytes are: messages arrive from the
+network and are untrusted (tests/test_messages_fuzz.py feeds it mutated golden messages).
+:class:`MessageReceiver` counts and drops malformed messages instead of raising, optionally refuses
+capture times too far from a reference clock, and :class:`SequenceTracker` detects gaps in the
 per-(producer, camera) sequence numbers.
 
 No zmq import here: frames are bytes / memoryviews (or anything with a ``.buffer``, like zmq.Frame).
@@ -18,7 +21,7 @@ No zmq import here: frames are bytes / memoryviews (or anything with a ``.buffer
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,8 +35,37 @@ EMBEDDING_DTYPES = ("float16", "float32")
 # Where a sighting's embedding comes from (SightingBatch.embedding_source).
 EMBEDDING_SOURCES = ("track_mean", "crop")
 
+MAX_SEQ = 2**48
+"""Largest ``seq`` / ``frame_index`` / count accepted: 2.8e14, ~9000 years of 1000 messages a second, so
+sums of them (missed-message counters) stay far inside int64 (a uint64-max seq overflowed them)."""
+MAX_TIMESTAMP_S = 1e10
+"""Largest ``capture_ts`` / ``send_ts`` accepted (Unix seconds: the year 2286); stream times are smaller."""
+MAX_ID = 2**62
+"""Largest ``track_id`` / ``global_id`` accepted."""
+MAX_SIGHTINGS = 4096
+"""Most sightings in one SightingBatch."""
+MAX_EMBEDDING_DIM = 65536
+"""Largest embedding size D."""
+MAX_FRAME_SIDE = 65536
+"""Largest frame width / height in pixels."""
+MAX_TEXT = 256
+"""Longest id (producer, camera, engine) in characters; ``EndOfStream.detail`` may have 4096."""
+MAX_ENTRIES = 4096
+"""Most entries in a list / dict of a Heartbeat."""
+LIMITS = {
+    "seq": MAX_SEQ,
+    "timestamp_s": MAX_TIMESTAMP_S,
+    "id": MAX_ID,
+    "sightings": MAX_SIGHTINGS,
+    "embedding_dim": MAX_EMBEDDING_DIM,
+    "frame_side": MAX_FRAME_SIDE,
+    "text": MAX_TEXT,
+    "entries": MAX_ENTRIES,
+}
+
 __all__ = [
     "SCHEMA_VERSION",
+    "LIMITS",
     "MessageError",
     "MessageHeader",
     "SightingBatch",
@@ -54,7 +86,7 @@ class MessageError(ValueError):
     """A message that cannot be decoded or encoded: wrong version, kind, field, or frame size."""
 
 
-class MessageHeader(msgspec.Struct, kw_only=True, frozen=True, tag_field="kind"):
+class MessageHeader(msgspec.Struct, kw_only=True, frozen=True, tag_field="kind", forbid_unknown_fields=True):
     """Fields every message carries.
 
     Attributes:
@@ -91,10 +123,13 @@ class MessageHeader(msgspec.Struct, kw_only=True, frozen=True, tag_field="kind")
             )
         if not self.producer_id:
             raise ValueError("producer_id must not be empty")
-        if self.seq < 0:
-            raise ValueError(f"seq must be >= 0, got {self.seq}")
-        if not (math.isfinite(self.capture_ts) and math.isfinite(self.send_ts)):
-            raise ValueError("capture_ts and send_ts must be finite seconds")
+        for name in ("producer_id", "camera_id", "engine_id"):
+            _check_text(name, getattr(self, name))
+        _check_int("seq", self.seq, 0, MAX_SEQ)
+        for name in ("capture_ts", "send_ts"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= MAX_TIMESTAMP_S):
+                raise ValueError(f"{name} must be finite seconds in [0, {MAX_TIMESTAMP_S:g}], got {value}")
 
 
 class SightingBatch(MessageHeader, kw_only=True, frozen=True, tag="sightings"):
@@ -153,17 +188,33 @@ class SightingBatch(MessageHeader, kw_only=True, frozen=True, tag="sightings"):
                 f"frame_index must be >= 0 and the frame size positive, got index {self.frame_index}, "
                 f"size {self.frame_width}x{self.frame_height}"
             )
+        _check_int("frame_index", self.frame_index, 0, MAX_SEQ)
+        _check_int("frame_width", self.frame_width, 1, MAX_FRAME_SIDE)
+        _check_int("frame_height", self.frame_height, 1, MAX_FRAME_SIDE)
         n = len(self.boxes)
+        if n > MAX_SIGHTINGS:
+            raise ValueError(f"{n} sightings in one batch, at most {MAX_SIGHTINGS}")
         for name in ("track_ids", "scores", "quality"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries but boxes has {n}")
+        for track_id in self.track_ids:
+            # A detector without a tracker (MOT det.txt) says -1: such rows are not tracks.
+            _check_int("track_ids", track_id, 0, MAX_ID)
+        for name in ("scores", "quality"):
+            for value in getattr(self, name):
+                if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                    raise ValueError(f"{name} must be finite values in [0, 1], got {value}")
         for x1, y1, x2, y2 in self.boxes:
             if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or x2 < x1 or y2 < y1:
                 raise ValueError(f"box ({x1}, {y1}, {x2}, {y2}) is not a finite x1<=x2, y1<=y2 box")
         rows = self.embedding_rows
         if any(r < 0 or r >= n for r in rows) or any(b <= a for a, b in zip(rows, rows[1:], strict=False)):
             raise ValueError(f"embedding_rows must be strictly increasing indices in [0, {n}), got {rows}")
+        if len(self.embedding_shape) != 2:
+            raise ValueError(f"embedding_shape must be (M, D), got {self.embedding_shape}")
         m, d = self.embedding_shape
+        if d > MAX_EMBEDDING_DIM:
+            raise ValueError(f"embedding_shape {self.embedding_shape}: D above {MAX_EMBEDDING_DIM}")
         if rows and (m != len(rows) or d < 1):
             raise ValueError(
                 f"embedding_shape {self.embedding_shape} does not match {len(rows)} embedding rows"
@@ -219,10 +270,27 @@ class Heartbeat(MessageHeader, kw_only=True, frozen=True, tag="heartbeat"):
     def __post_init__(self) -> None:
         self._check_header()
         _force(self, "uptime_s", float(self.uptime_s))
+        if not (math.isfinite(self.uptime_s) and self.uptime_s >= 0):
+            raise ValueError(f"uptime_s must be finite seconds >= 0, got {self.uptime_s}")
+        if len(self.camera_ids) > MAX_ENTRIES:
+            raise ValueError(f"camera_ids has {len(self.camera_ids)} entries, at most {MAX_ENTRIES}")
+        for camera in self.camera_ids:
+            _check_text("camera_ids", camera)
         for name in ("stage_rates_hz", "stage_latency_ms"):
             _force(self, name, {str(k): float(v) for k, v in getattr(self, name).items()})
+            for value in getattr(self, name).values():
+                if not (math.isfinite(value) and value >= 0):
+                    raise ValueError(f"{name} values must be finite and >= 0, got {value}")
         for name in ("queue_depths", "drop_counts", "reconnects"):
             _force(self, name, {str(k): int(v) for k, v in getattr(self, name).items()})
+            for value in getattr(self, name).values():
+                _check_int(name, value, 0, 2**63 - 1)
+        for name in ("stage_rates_hz", "stage_latency_ms", "queue_depths", "drop_counts", "reconnects"):
+            table = getattr(self, name)
+            if len(table) > MAX_ENTRIES:
+                raise ValueError(f"{name} has {len(table)} entries, at most {MAX_ENTRIES}")
+            for key in table:
+                _check_text(f"{name} key", key)
 
 
 class EndOfStream(MessageHeader, kw_only=True, frozen=True, tag="end_of_stream"):
@@ -249,6 +317,9 @@ class EndOfStream(MessageHeader, kw_only=True, frozen=True, tag="end_of_stream")
 
     def __post_init__(self) -> None:
         self._check_header()
+        for name in ("frames_read", "frames_dropped", "messages_sent"):
+            _check_int(name, getattr(self, name), 0, MAX_SEQ)
+        _check_text("detail", self.detail, 4096)
 
 
 class IdentityUpdate(MessageHeader, kw_only=True, frozen=True, tag="identity"):
@@ -295,6 +366,14 @@ class IdentityUpdate(MessageHeader, kw_only=True, frozen=True, tag="identity"):
         _force(self, "score", float(self.score))
         if self.global_id < 0 or self.track_id < 0:
             raise ValueError(f"global_id and track_id must be >= 0, got {self.global_id}, {self.track_id}")
+        for name in ("global_id", "track_id"):
+            _check_int(name, getattr(self, name), 0, MAX_ID)
+        if self.previous_global_id is not None:
+            _check_int("previous_global_id", self.previous_global_id, 0, MAX_ID)
+        _check_int("source_seq", self.source_seq, 0, MAX_SEQ)
+        _check_int("frame_index", self.frame_index, 0, MAX_SEQ)
+        for name in ("source_producer_id", "matched_camera_id"):
+            _check_text(name, getattr(self, name))
         if not (math.isfinite(self.score) and -1.0 - 1e-6 <= self.score <= 1.0 + 1e-6):
             raise ValueError(f"score must be a cosine similarity in [-1, 1], got {self.score}")
         if self.event == "revised" and self.previous_global_id is None:
@@ -303,6 +382,16 @@ class IdentityUpdate(MessageHeader, kw_only=True, frozen=True, tag="identity"):
 
 def _force(message: MessageHeader, name: str, value: Any) -> None:
     msgspec.structs.force_setattr(message, name, value)
+
+
+def _check_int(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value}")
+
+
+def _check_text(name: str, value: str, longest: int = MAX_TEXT) -> None:
+    if len(value) > longest:
+        raise ValueError(f"{name} has {len(value)} characters, at most {longest}")
 
 
 Message = SightingBatch | Heartbeat | EndOfStream | IdentityUpdate
@@ -315,12 +404,14 @@ _TYPES: dict[str, type[MessageHeader]] = {
 
 
 class _Envelope(msgspec.Struct):
-    """What a decoder reads first (unknown fields ignored) to pick the type and refuse other versions."""
+    """What a decoder reads first (other fields skipped) to pick the type and refuse other versions."""
 
     schema_version: int
     kind: str
 
 
+MAX_HEADER_BYTES = 1 << 20
+"""Largest header frame decoded (MAX_SIGHTINGS sightings take ~200 KiB)."""
 _ENCODER = msgspec.msgpack.Encoder()
 _ENVELOPE_DECODER = msgspec.msgpack.Decoder(_Envelope)
 _DECODERS = {kind: msgspec.msgpack.Decoder(cls) for kind, cls in _TYPES.items()}
@@ -391,10 +482,14 @@ def decode_message(frames: Sequence[Any]) -> Decoded:
     if not 1 <= len(frames) <= 2:
         raise MessageError(f"expected 1 or 2 frames (header [, embeddings]), got {len(frames)}")
     header = _buffer(frames[0])
+    if header.nbytes > MAX_HEADER_BYTES:
+        raise MessageError(f"header has {header.nbytes} bytes, at most {MAX_HEADER_BYTES}")
     try:
         envelope = _ENVELOPE_DECODER.decode(header)
-    except msgspec.DecodeError as exc:
-        raise MessageError(f"header is not a message envelope: {exc}") from exc
+    except (msgspec.DecodeError, RecursionError) as exc:
+        # RecursionError: msgspec skips the fields it does not read recursively, so ~1000 nested
+        # arrays in one of them exhaust the stack (a hostile header); it unwinds cleanly.
+        raise MessageError(f"header is not a message envelope: {_short(exc)}") from exc
     if envelope.schema_version != SCHEMA_VERSION:
         raise MessageError(
             f"schema_version {envelope.schema_version} is not supported (this receiver speaks {SCHEMA_VERSION})"
@@ -404,8 +499,8 @@ def decode_message(frames: Sequence[Any]) -> Decoded:
         raise MessageError(f"unknown message kind {envelope.kind!r} (expected one of {sorted(_DECODERS)})")
     try:
         message = decoder.decode(header)
-    except msgspec.DecodeError as exc:  # ValidationError (incl. __post_init__ ValueErrors) is a DecodeError
-        raise MessageError(f"invalid {envelope.kind} message: {exc}") from exc
+    except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError (incl. __post_init__) is one
+        raise MessageError(f"invalid {envelope.kind} message: {_short(exc)}") from exc
     if not isinstance(message, SightingBatch) or not message.embedding_rows:
         if len(frames) != 1:
             raise MessageError(
@@ -427,6 +522,11 @@ def decode_message(frames: Sequence[Any]) -> Decoded:
     embeddings = np.frombuffer(raw, dtype=dtype).reshape(shape)
     embeddings.flags.writeable = False
     return Decoded(message, embeddings)
+
+
+def _short(exc: BaseException) -> str:
+    text = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 def _buffer(frame: Any) -> memoryview:
@@ -510,15 +610,27 @@ class MessageReceiver:
         malformed: number of messages dropped because they did not decode.
         last_error: the text of the last decoding error (for logs / heartbeats).
         received: number of valid messages per kind.
+        clock: the reference time (s) a SightingBatch's ``capture_ts`` is checked against, or
+            ``None`` (no check). Live: ``time.time``; replays: the linker's stream clock (``None``
+            until its first batch). A callable, so the reference can move.
+        max_ahead_s, max_behind_s: how far ``capture_ts`` may be ahead of / behind ``clock()``.
+            One batch from the far future would otherwise move the linker's clock and expire
+            every identity at once (a ``capture_ts`` of 1e300 emptied the gallery for good).
+        clock_refused: SightingBatches dropped for a ``capture_ts`` outside that window.
     """
 
     sequences: SequenceTracker = field(default_factory=SequenceTracker)
     malformed: int = 0
     last_error: str = ""
     received: dict[str, int] = field(default_factory=dict)
+    clock: Callable[[], float | None] | None = None
+    max_ahead_s: float = math.inf
+    max_behind_s: float = math.inf
+    clock_refused: int = 0
 
     def decode(self, frames: Sequence[Any]) -> Decoded | None:
-        """A :class:`Decoded`, or ``None`` (counted in :attr:`malformed`) when the message is bad."""
+        """A :class:`Decoded`, or ``None`` (counted in :attr:`malformed` or :attr:`clock_refused`)
+        when the message is bad."""
         try:
             decoded = decode_message(frames)
         except MessageError as exc:
@@ -526,6 +638,18 @@ class MessageReceiver:
             self.last_error = str(exc)
             return None
         message = decoded.message
+        if isinstance(message, SightingBatch) and self.clock is not None:
+            reference = self.clock()
+            if reference is not None and not (
+                reference - self.max_behind_s <= message.capture_ts <= reference + self.max_ahead_s
+            ):
+                self.clock_refused += 1
+                self.last_error = (
+                    f"{message.producer_id}/{message.camera_id} seq {message.seq}: capture_ts "
+                    f"{message.capture_ts} is outside [{reference} - {self.max_behind_s}, "
+                    f"{reference} + {self.max_ahead_s}] s of the receiver's clock"
+                )
+                return None
         self.sequences.observe(message.producer_id, message.camera_id, message.seq)
         self.received[decoded.kind] = self.received.get(decoded.kind, 0) + 1
         return decoded

@@ -208,12 +208,18 @@ def prepare(config: PipelineConfig) -> tuple[list[NodeConfig], LinkerConfig]:
     if service.publish_endpoint.endswith(":auto"):
         service = dataclasses.replace(service, publish_endpoint=f"tcp://127.0.0.1:{free_port()}")
     calibration = linker.calibration
+    gallery = linker.gallery
     engines = sorted({n.embedder.path for n in nodes if n.embedder.path})
     if not calibration.engine and len(engines) == 1:
-        # The linker takes the thresholds measured for the nodes' engine (edge.linking.calibration).
+        # The linker takes the thresholds measured for the nodes' engine (edge.linking.calibration)
+        # and is pinned to that engine (never to whoever sends first).
         calibration = dataclasses.replace(calibration, engine=engines[0])
+    if not (gallery.engine_id or gallery.adopt_engine) and len(engines) == 1 and engines[0].endswith(".pt"):
+        # A .pt checkpoint's engine id depends on the precision the node runs it at: the linker
+        # adopts the first engine instead, as every role here is this pipeline's own process on loopback.
+        gallery = dataclasses.replace(gallery, adopt_engine=True)
     return nodes, dataclasses.replace(
-        linker, persistence=persistence, service=service, calibration=calibration
+        linker, persistence=persistence, service=service, calibration=calibration, gallery=gallery
     )
 
 

@@ -10,13 +10,23 @@
   half-open connections), up to ``send_timeout_ms`` after which :class:`TransportError` is raised
   (never a silent loss); linger keeps unsent messages for ``linger_ms`` on close.
 
-Both: ZMTP heartbeats (``HEARTBEAT_IVL/TIMEOUT/TTL``) so dead TCP peers are noticed, and TCP
-keepalive. zmq is imported here, not in ``edge/__init__``.
+Both: ZMTP heartbeats (``HEARTBEAT_IVL/TIMEOUT/TTL``) so dead TCP peers are noticed, TCP
+keepalive, and ``ZMQ_MAXMSGSIZE`` on every receiving socket (a peer sending a bigger frame is
+disconnected before the frame is stored: a 300 MiB frame used to be accepted).
+
+Security (docs/messages.md, "Security"): with ``curve_secret_key_file`` set, a socket speaks
+CurveZMQ (encrypted, and the binding end knows who connected). The binding end is the CURVE
+server and admits only the public keys of ``curve_allowed_clients`` (a ZAP handler,
+:class:`CurveGuard`, counts the refusals); the connecting end names the server's public key in
+``curve_server_key_file``. Without keys a socket is plaintext and open to anyone who reaches it,
+which is only acceptable on loopback: binding another address without Curve logs a warning.
+zmq is imported here, not in ``edge/__init__``.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +35,8 @@ from typing import Any
 import numpy as np
 import zmq
 
+from edge.endpoints import check_endpoint, is_loopback
+from edge.keys import KeyFileError, load_allowed_keys, load_key_pair, load_public_key
 from edge.messages import Decoded, Message, MessageReceiver, encode_message
 
 log = logging.getLogger(__name__)
@@ -41,8 +53,9 @@ class TransportSettings:
 
     Attributes:
         mode: ``live`` (PUB/SUB) or ``replay`` (PUSH/PULL).
-        endpoint: ZeroMQ endpoint, e.g. ``tcp://*:5555`` (bind) or ``tcp://host:5555`` (connect);
-            ``tcp://127.0.0.1:*`` binds a free port (see :attr:`Publisher.endpoint`).
+        endpoint: ZeroMQ endpoint, e.g. ``tcp://127.0.0.1:5555`` (the default: loopback only) or
+            ``tcp://host:5555`` (connect); ``tcp://127.0.0.1:*`` binds a free port (see
+            :attr:`Publisher.endpoint`); ``tcp://*:5555`` binds every interface (use Curve).
         bind: bind (the node's default) or connect.
         send_hwm: messages queued per peer before sends fail (live) or block (replay); ``None``
             picks 50 (live: about 2 s of one camera at 25 fps) or 1000 (replay).
@@ -50,10 +63,16 @@ class TransportSettings:
         linger_ms: how long close() keeps unsent messages (``None``: 0 live, 10000 replay).
         send_timeout_ms: replay: a blocked send gives up after this (-1 = wait forever).
         heartbeat_ivl_ms, heartbeat_timeout_ms, heartbeat_ttl_ms: ZMTP heartbeats.
+        max_message_bytes: ``ZMQ_MAXMSGSIZE`` of a receiving socket: a peer that sends a bigger
+            frame is disconnected (default 64 MiB: 4096 sightings of 4096-d float32 embeddings).
+        curve_secret_key_file: this end's ``.key_secret`` file (``mpanet-keys``); ``""``: no Curve.
+        curve_server_key_file: connecting end: the binding end's public ``.key`` file.
+        curve_allowed_clients: binding end: public ``.key`` files (or directories of them) of the
+            peers that may connect; everyone else is refused and counted (:attr:`Publisher.refused`).
     """
 
     mode: str = "live"
-    endpoint: str = "tcp://*:5555"
+    endpoint: str = "tcp://127.0.0.1:5555"
     bind: bool = True
     send_hwm: int | None = None
     receive_hwm: int | None = None
@@ -62,12 +81,17 @@ class TransportSettings:
     heartbeat_ivl_ms: int = 1000
     heartbeat_timeout_ms: int = 5000
     heartbeat_ttl_ms: int = 10000
+    max_message_bytes: int = 64 * 2**20
+    curve_secret_key_file: str = ""
+    curve_server_key_file: str = ""
+    curve_allowed_clients: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"transport.mode must be 'live' or 'replay', got {self.mode!r}")
-        if "://" not in self.endpoint:
-            raise ValueError(f"transport.endpoint {self.endpoint!r} must look like tcp://host:port")
+        check_endpoint(self.endpoint, "transport.endpoint")
+        if self.max_message_bytes < 1024:
+            raise ValueError(f"transport.max_message_bytes must be >= 1024, got {self.max_message_bytes}")
 
     @property
     def hwm(self) -> int:
@@ -84,6 +108,132 @@ def _common_options(socket: zmq.Socket, settings: TransportSettings) -> None:
     socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, settings.heartbeat_timeout_ms)
     socket.setsockopt(zmq.HEARTBEAT_TTL, settings.heartbeat_ttl_ms)
     socket.setsockopt(zmq.TCP_KEEPALIVE, 1)
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """Which key files a socket uses (see :class:`TransportSettings`); empty secret: no Curve."""
+
+    secret_key_file: str = ""
+    server_key_file: str = ""
+    allowed_clients: Sequence[str] = ()
+
+    @classmethod
+    def of(cls, settings: TransportSettings) -> CurveKeys:
+        return cls(
+            settings.curve_secret_key_file,
+            settings.curve_server_key_file,
+            tuple(settings.curve_allowed_clients),
+        )
+
+
+class CurveGuard:
+    """The ZAP handler of one zmq context: per ZAP domain (one per bound socket) the public keys
+    that may connect; everyone else is refused, logged and counted in :attr:`refused`.
+
+    One per context (ZeroMQ asks the handler bound in the socket's context); get it with
+    :func:`curve_guard` and stop it with :func:`stop_curve_guard` before terminating the context.
+    """
+
+    def __init__(self, context: zmq.Context) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        self._lock = threading.Lock()
+        self._allowed: dict[str, frozenset[bytes]] = {}
+        self.refused: dict[str, int] = {}
+        self.admitted: dict[str, int] = {}
+        self._authenticator = ThreadAuthenticator(context, log=logging.getLogger("edge.transport.zap"))
+        self._authenticator.start()
+
+    def allow(self, domain: str, keys: set[bytes]) -> None:
+        with self._lock:
+            self._allowed[domain] = frozenset(keys)
+            self.refused.setdefault(domain, 0)
+            self.admitted.setdefault(domain, 0)
+        self._authenticator.configure_curve_callback(domain, credentials_provider=self)
+
+    def callback(self, domain: str, client_key: bytes) -> bool:
+        """Called by the ZAP thread for every CURVE handshake of ``domain`` (``client_key``: Z85)."""
+        with self._lock:
+            allowed = client_key in self._allowed.get(domain, frozenset())
+            table = self.admitted if allowed else self.refused
+            table[domain] = table.get(domain, 0) + 1
+        if not allowed:
+            log.warning(
+                "refused a CURVE client with key %s (not in the allow-list of %s)",
+                client_key.decode(),
+                domain,
+            )
+        return allowed
+
+    def stop(self) -> None:
+        self._authenticator.stop()
+
+
+_GUARDS: dict[int, tuple[zmq.Context, CurveGuard]] = {}
+_GUARDS_LOCK = threading.Lock()
+
+
+def curve_guard(context: zmq.Context) -> CurveGuard:
+    """The :class:`CurveGuard` of ``context`` (started on first use)."""
+    with _GUARDS_LOCK:
+        entry = _GUARDS.get(id(context))
+        if entry is None or entry[0] is not context:
+            entry = (context, CurveGuard(context))
+            _GUARDS[id(context)] = entry
+        return entry[1]
+
+
+def stop_curve_guard(context: zmq.Context) -> None:
+    """Stop the guard of ``context`` if it has one (before ``context.term()``, which it would block)."""
+    with _GUARDS_LOCK:
+        entry = _GUARDS.pop(id(context), None)
+    if entry is not None:
+        entry[1].stop()
+
+
+def secure(
+    socket: zmq.Socket, context: zmq.Context, keys: CurveKeys, endpoint: str, bind: bool
+) -> str | None:
+    """Set up CurveZMQ on ``socket`` before it binds / connects; returns its ZAP domain (binding end).
+
+    Without keys: plaintext, and a warning when binding an address other machines can reach.
+
+    Raises:
+        TransportError: a key file that is missing, malformed or readable by others, or a Curve
+            setup without the other end's key(s).
+    """
+    if not keys.secret_key_file:
+        if bind and not is_loopback(endpoint):
+            log.warning(
+                "binding %s without CurveZMQ: anyone who reaches it may connect, read and send "
+                "(set curve_secret_key_file and curve_allowed_clients; see docs/messages.md, Security)",
+                endpoint,
+            )
+        return None
+    try:
+        public, secret = load_key_pair(keys.secret_key_file)
+        socket.curve_publickey = public
+        socket.curve_secretkey = secret
+        if bind:
+            if not keys.allowed_clients:
+                raise TransportError(
+                    f"{endpoint}: a CURVE server needs curve_allowed_clients (the public keys that may connect)"
+                )
+            allowed = load_allowed_keys(keys.allowed_clients)
+            domain = f"mpanet/{endpoint}/{id(socket)}"
+            curve_guard(context).allow(domain, allowed)
+            socket.zap_domain = domain.encode()
+            socket.curve_server = True
+            return domain
+        if not keys.server_key_file:
+            raise TransportError(
+                f"{endpoint}: a CURVE client needs curve_server_key_file (the server's public key)"
+            )
+        socket.curve_serverkey = load_public_key(keys.server_key_file)
+        return None
+    except KeyFileError as exc:
+        raise TransportError(f"{endpoint}: {exc}") from exc
 
 
 def _attach(socket: zmq.Socket, settings: TransportSettings, bind: bool) -> str:
@@ -124,9 +274,31 @@ class Publisher:
         else:
             self._socket.setsockopt(zmq.IMMEDIATE, 1)
             self._socket.setsockopt(zmq.SNDTIMEO, settings.send_timeout_ms)
-        self.endpoint = _attach(self._socket, settings, settings.bind)
+        try:
+            self._domain = secure(
+                self._socket, self._context, CurveKeys.of(settings), settings.endpoint, settings.bind
+            )
+        except TransportError:
+            self._socket.close(0)
+            self._release_context()
+            raise
+        try:
+            self.endpoint = _attach(self._socket, settings, settings.bind)
+        except TransportError:
+            self._release_context()
+            raise
         self.sent = 0
         self.dropped = 0
+
+    @property
+    def refused(self) -> int:
+        """Peers refused by the CURVE allow-list (0 without Curve or when connecting)."""
+        return _refused(self._context, self._domain)
+
+    def _release_context(self) -> None:
+        if self._own_context:
+            stop_curve_guard(self._context)
+            self._context.term()
 
     def send(self, message: Message, embeddings: np.ndarray | None = None) -> bool:
         """Encode and send. Live: never blocks, returns False when dropped. Replay: blocks; raises
@@ -154,8 +326,7 @@ class Publisher:
         with the publisher's own context, flushed before this returns."""
         if not self._socket.closed:
             self._socket.close(self.settings.linger)
-            if self._own_context:
-                self._context.term()
+            self._release_context()
 
     def __enter__(self) -> Publisher:
         return self
@@ -186,10 +357,24 @@ class Subscriber:
         _common_options(self._socket, settings)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, settings.receive_hwm or settings.hwm)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes)
         if live:
             self._socket.setsockopt(zmq.SUBSCRIBE, b"")
-        self.endpoint = _attach(self._socket, settings, (not settings.bind) if bind is None else bind)
+        binds = (not settings.bind) if bind is None else bind
+        try:
+            self._domain = secure(
+                self._socket, self._context, CurveKeys.of(settings), settings.endpoint, binds
+            )
+        except TransportError:
+            self._socket.close(0)
+            raise
+        self.endpoint = _attach(self._socket, settings, binds)
         self.receiver = receiver or MessageReceiver()
+
+    @property
+    def refused(self) -> int:
+        """Peers refused by the CURVE allow-list (0 without Curve or when connecting)."""
+        return _refused(self._context, self._domain)
 
     def receive(self, timeout_ms: int = 1000) -> Decoded | None:
         """The next valid message, or ``None`` on timeout. Malformed messages are counted
@@ -212,3 +397,16 @@ class Subscriber:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def curve_refusals(context: zmq.Context | None, domain: str | None) -> int:
+    """Peers the CURVE allow-list of ``domain`` (a socket secured by :func:`secure`) refused."""
+    return 0 if context is None else _refused(context, domain)
+
+
+def _refused(context: zmq.Context, domain: str | None) -> int:
+    if domain is None:
+        return 0
+    with _GUARDS_LOCK:
+        entry = _GUARDS.get(id(context))
+    return 0 if entry is None else entry[1].refused.get(domain, 0)

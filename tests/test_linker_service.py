@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from linker_scenes import Appearance, People, encode, scene_messages, sighting_batch
+from linker_scenes import ENGINE_ID, Appearance, People, encode, scene_messages, sighting_batch
 
 from common.configuring import load_config
 from common.modality import Modality
@@ -59,6 +59,7 @@ def overrides(state_dir: Path, endpoint: str, **extra) -> list[str]:
         "service.publish_endpoint": f"tcp://127.0.0.1:{free_port()}",
         "service.poll_ms": 20,
         "service.stats_interval_s": 0.1,
+        "gallery.engine_id": ENGINE_ID,  # pinned: the service never adopts the first sender's engine
         **extra,
     }
     return [f"{k}={v}" for k, v in items.items()]
@@ -346,7 +347,8 @@ def test_slow_linker_live_drops_and_counts_with_bounded_memory_replay_loses_noth
     rng = np.random.default_rng(0)
     person = rng.standard_normal(dim).astype(np.float32)
     person /= np.linalg.norm(person)
-    frames = [encode(sighting_batch("cam0", VIS, k, 0.04 * k, [1], person[None])) for k in range(total)]
+    t0 = time.time() if mode == "live" else 0.0  # live capture times are wall-clock (checked by skew)
+    frames = [encode(sighting_batch("cam0", VIS, k, t0 + 0.04 * k, [1], person[None])) for k in range(total)]
     try:
         if mode == "live":
             # Subscriptions take a moment, and the first batches warm the linker up (gallery,

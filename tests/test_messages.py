@@ -225,3 +225,103 @@ def test_identity_update_and_end_of_stream_validation() -> None:
         drop_counts={"frames/c": np.int64(2)},
     )
     assert decode_message(encode_message(heartbeat)).message.drop_counts == {"frames/c": 2}
+
+
+# ------------------------------------------------------------- hostile input (issue 12): all refused
+
+
+def _nested(depth: int) -> bytes:
+    """MessagePack of ``depth`` arrays nested in each other: 0x91 = array of one element."""
+    return b"\x91" * depth + b"\xc0"
+
+
+def _with_unknown_field(header: bytes, value: bytes) -> bytes:
+    """``header`` (a msgpack map) with one more entry ``"x": value`` (value: raw msgpack bytes)."""
+    return _map_head(header, 1) + _map_body(header) + b"\xa1x" + value
+
+
+def _map_head(header: bytes, more: int) -> bytes:
+    if 0x80 <= header[0] <= 0x8E:  # fixmap
+        return bytes([header[0] + more])
+    assert header[0] == 0xDE, "a map16 header"
+    return b"\xde" + (int.from_bytes(header[1:3], "big") + more).to_bytes(2, "big")
+
+
+def _map_body(header: bytes) -> bytes:
+    return header[1:] if header[0] != 0xDE else header[3:]
+
+
+@pytest.mark.parametrize("kind", ["sightings", "heartbeat", "end_of_stream", "identity"])
+def test_deeply_nested_unknown_field_is_a_message_error_not_a_recursion_error(kind: str) -> None:
+    frames = [golden_path(kind, i).read_bytes() for i in range(2 if kind == "sightings" else 1)]
+    for depth in (1, 50, 1000, 100_000):
+        hostile = [_with_unknown_field(frames[0], _nested(depth)), *frames[1:]]
+        with pytest.raises(MessageError):
+            decode_message(hostile)
+    # Before the known fields too (the envelope decoder skips what it does not read).
+    header = frames[0]
+    first = _map_head(header, 1) + b"\xa1x" + _nested(100_000) + _map_body(header)
+    with pytest.raises(MessageError):
+        decode_message([first, *frames[1:]])
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"track_ids": [4, -1]}, "track_ids"),
+        ({"track_ids": [4, 2**62 + 1]}, "track_ids"),
+        ({"seq": 2**64 - 1}, "seq"),
+        ({"seq": 2**48 + 1}, "seq"),
+        ({"frame_index": 2**63}, "frame_index"),
+        ({"capture_ts": 1e300}, "capture_ts"),
+        ({"capture_ts": -5.0}, "capture_ts"),
+        ({"send_ts": float("inf")}, "send_ts"),
+        ({"quality": [1.0, 1.5]}, "quality"),
+        ({"quality": [1.0, float("nan")]}, "quality"),
+        ({"scores": [-0.1, 0.4]}, "scores"),
+        ({"frame_width": 10**6}, "frame_width"),
+        ({"embedding_shape": (1, 100_000)}, "D above"),
+        ({"camera_id": "c" * 1000}, "camera_id"),
+    ],
+)
+def test_out_of_range_numbers_are_refused_at_decode(changes: dict, fragment: str) -> None:
+    frames = encode_message(_batch(), np.ones((1, 8), np.float32))
+    header = msgspec.msgpack.decode(bytes(frames[0]))
+    header.update({k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()})
+    with pytest.raises(MessageError, match=fragment):
+        decode_message([msgspec.msgpack.encode(header), frames[1]])
+    with pytest.raises(ValueError, match=fragment):  # and a sender cannot build one either
+        _batch(**changes)
+
+
+def test_unknown_fields_are_refused() -> None:
+    header = golden_path("heartbeat", 0).read_bytes()
+    with pytest.raises(MessageError, match="unknown field"):
+        decode_message([_with_unknown_field(header, b"\x01")])
+
+
+def test_heartbeat_counts_must_fit_int64() -> None:
+    header = msgspec.msgpack.decode(golden_path("heartbeat", 0).read_bytes())
+    header["drop_counts"] = {"publish": 2**64 - 1}
+    with pytest.raises(MessageError, match="drop_counts"):
+        decode_message([msgspec.msgpack.encode(header)])
+
+
+def test_oversized_header_is_refused_before_parsing() -> None:
+    with pytest.raises(MessageError, match="at most"):
+        decode_message([b"\x80" + b"\0" * (2 << 20)])
+
+
+def test_receiver_refuses_capture_times_outside_its_clock_window() -> None:
+    now = [1000.0]
+    receiver = MessageReceiver(clock=lambda: now[0], max_ahead_s=60.0, max_behind_s=300.0)
+    plain = dict(embedding_rows=[], embedding_shape=(0, 0))
+    assert receiver.decode(encode_message(_batch(seq=0, capture_ts=1010.0, **plain))) is not None
+    assert receiver.decode(encode_message(_batch(seq=1, capture_ts=1e9, **plain))) is None
+    assert receiver.decode(encode_message(_batch(seq=2, capture_ts=600.0, **plain))) is None
+    assert receiver.clock_refused == 2 and receiver.malformed == 0
+    assert "capture_ts" in receiver.last_error
+    assert receiver.decode(encode_message(_batch(seq=3, capture_ts=990.0, **plain))) is not None
+    assert receiver.sequences.total_missed == 2  # the refused ones count as lost
+    now[0] = None  # no reference yet (a replay linker before its first batch): no check
+    assert receiver.decode(encode_message(_batch(seq=4, capture_ts=5e9, **plain))) is not None

@@ -1,7 +1,10 @@
 """``python -m edge.linking --config configs/linker.yaml [key=value ...]``: run the linker service.
 
 Exit status 0 after a clean stop (SIGTERM, SIGINT, or every expected producer ended), 2 for a bad
-configuration. The fully resolved config is written to ``<state_dir>/linker_config.yaml``.
+configuration (unknown key, a state_dir that is a file, a missing key or engine file, a port that
+cannot be bound), 3 for a state directory damaged in a way a crash cannot explain (the message
+names the file and the offset). Each is one line on stderr, not a traceback. The fully resolved
+config is written to ``<state_dir>/linker_config.yaml``.
 """
 
 from __future__ import annotations
@@ -39,13 +42,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print_config:
         print(config_to_yaml(config), end="")
         return 0
+    from edge.linking.persistence import JournalError
     from edge.linking.service import LinkerService
+    from edge.transport import TransportError
 
-    save_resolved_config(config, Path(config.persistence.state_dir) / "linker_config.yaml")
+    state_dir = Path(config.persistence.state_dir)
+    if state_dir.exists() and not state_dir.is_dir():
+        print(f"error: persistence.state_dir {state_dir} is a file, not a directory", file=sys.stderr)
+        return 2
+    try:
+        save_resolved_config(config, state_dir / "linker_config.yaml")
+    except OSError as exc:
+        print(f"error: cannot write to persistence.state_dir {state_dir}: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    LinkerService(config, stop).run()
+    try:
+        LinkerService(config, stop).run()
+    except (ConfigError, TransportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except JournalError as exc:
+        print(f"error: the linker's state is damaged: {exc}", file=sys.stderr)
+        return 3
     return 0
 
 

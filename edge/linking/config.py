@@ -62,7 +62,8 @@ class ServiceConfig:
         bind_inputs: ``false`` (default, as edge nodes bind): connect to each node's endpoint.
             ``true``: bind these endpoints and let any number of nodes connect (``transport.bind:
             false`` on the nodes).
-        publish_endpoint: the PUB endpoint (bound) of identity updates and linker heartbeats.
+        publish_endpoint: the PUB endpoint (bound) of identity updates and linker heartbeats;
+            loopback by default (binding another address without Curve logs a warning).
         updates_jsonl: the JSON-lines update log; ``""``: ``<state_dir>/identity_updates.jsonl``.
         receive_hwm: messages each input socket queues (ZMQ_RCVHWM); small in replay, so that
             little is in flight inside a linker that dies.
@@ -75,13 +76,25 @@ class ServiceConfig:
         faiss_threads: OpenMP threads faiss may use (0: faiss' default, all cores). 1 by default:
             a batch is a handful of queries, which faiss spreads over queries, not over the gallery,
             and spinning OpenMP threads on a CPU shared with an edge node cost more than they give.
+        max_clock_skew_s: a SightingBatch whose ``capture_ts`` is more than this ahead of the
+            reference clock is refused and counted (live: also this far behind); the reference is
+            the wall clock live and the linker's stream clock in replays. A far-future capture time
+            would move the linker's clock and expire every identity.
+        max_message_bytes: ``ZMQ_MAXMSGSIZE`` of the input sockets (bigger frames: peer dropped).
+        curve_secret_key_file: the linker's ``.key_secret`` (``mpanet-keys linker``); ``""``: no
+            CurveZMQ (only for loopback).
+        curve_node_keys: connecting to the nodes: the nodes' public ``.key`` files, one per
+            ``input_endpoints`` entry (or one for all); with ``bind_inputs``: the allow-list of
+            node public keys (files or directories).
+        curve_subscriber_keys: the allow-list of public keys (files or directories) that may
+            subscribe to ``publish_endpoint``.
     """
 
     linker_id: str = "linker"
     mode: str = "replay"
     input_endpoints: list[str] = field(default_factory=lambda: ["tcp://127.0.0.1:5555"])
     bind_inputs: bool = False
-    publish_endpoint: str = "tcp://*:5560"
+    publish_endpoint: str = "tcp://127.0.0.1:5560"
     updates_jsonl: str = ""
     receive_hwm: int = 100
     publish_hwm: int = 10_000
@@ -91,8 +104,35 @@ class ServiceConfig:
     zmq_heartbeat_ivl_ms: int = 1000
     zmq_heartbeat_timeout_ms: int = 5000
     faiss_threads: int = 1
+    max_clock_skew_s: float = 600.0
+    max_message_bytes: int = 64 * 2**20
+    curve_secret_key_file: str = ""
+    curve_node_keys: list[str] = field(default_factory=list)
+    curve_subscriber_keys: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        from edge.endpoints import check_endpoint
+
+        for endpoint in self.input_endpoints:
+            check_endpoint(endpoint, "service.input_endpoints entry")
+        if not self.publish_endpoint.endswith(":auto"):
+            check_endpoint(self.publish_endpoint, "service.publish_endpoint")
+        if not self.max_clock_skew_s > 0:
+            raise ValueError(f"service.max_clock_skew_s must be > 0 seconds, got {self.max_clock_skew_s}")
+        if self.curve_secret_key_file:
+            if not self.curve_subscriber_keys:
+                raise ValueError(
+                    "service.curve_secret_key_file is set: name the subscribers' public keys in service.curve_subscriber_keys"
+                )
+            if not self.curve_node_keys:
+                raise ValueError(
+                    "service.curve_secret_key_file is set: name the nodes' public keys in service.curve_node_keys"
+                )
+            if not self.bind_inputs and len(self.curve_node_keys) not in (1, len(self.input_endpoints)):
+                raise ValueError(
+                    f"service.curve_node_keys has {len(self.curve_node_keys)} entries: one for all inputs "
+                    f"or one per input endpoint ({len(self.input_endpoints)})"
+                )
         if self.faiss_threads < 0:
             raise ValueError(f"service.faiss_threads must be >= 0, got {self.faiss_threads}")
         if self.mode not in MODES:
@@ -115,7 +155,9 @@ class LinkerConfig:
     """Everything ``python -m edge.linking`` needs (see ``configs/linker.yaml`` and docs/linker.md)."""
 
     matching: MatchingRules = field(default_factory=MatchingRules)
-    gallery: GalleryConfig = field(default_factory=GalleryConfig)
+    # adopt_engine false: the service pins the engine from config (engine_id / service.engine), not
+    # from whoever sends first; code that builds a bare IdentityLinker keeps the library default.
+    gallery: GalleryConfig = field(default_factory=lambda: GalleryConfig(adopt_engine=False))
     persistence: PersistenceConfig = field(default_factory=PersistenceConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     ordering: OrderingSettings = field(default_factory=OrderingSettings)

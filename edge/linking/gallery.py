@@ -47,8 +47,13 @@ class GalleryConfig:
     """Gallery bounds and storage.
 
     Attributes:
-        engine_id: the only engine whose embeddings are accepted; ``""`` adopts the engine of the
-            first accepted sighting batch (and keeps it: it is persisted with the gallery).
+        engine_id: the only engine whose embeddings are accepted. The linker service fills it from
+            ``service.engine`` (the model's sidecar or calibration file) when it is ``""``.
+        adopt_engine: with ``engine_id`` ``""``: ``true`` adopts the engine of the first sighting
+            batch with embeddings (and keeps it: it is persisted with the gallery); ``false``
+            refuses every embedding until an engine is configured -- otherwise whoever sends first
+            pins the engine and every legitimate batch is refused as foreign. The linker service's
+            config (``LinkerConfig``) defaults to ``false``; a bare ``GalleryConfig()`` to ``true``.
         storage_dtype: ``float32`` (faiss ``IndexFlatIP``, exact) or ``float16`` (faiss
             ``IndexScalarQuantizer`` QT_fp16 with inner product: half the memory, cosine error ~1e-3).
         prototypes_per_modality: prototypes kept per identity and modality; more contributing tracks
@@ -75,6 +80,7 @@ class GalleryConfig:
     """
 
     engine_id: str = ""
+    adopt_engine: bool = True
     storage_dtype: str = "float32"
     prototypes_per_modality: int = 4
     ttl_s: float = 3600.0

@@ -151,6 +151,9 @@ class IdentityLinker:
         # Optional edge.linking.shared_store.SharedIdentities: asked when a first decision has no
         # local match (identities other linkers published); None: this linker works alone.
         self.shared: Any = None
+        # Global ids below this were published once and are never given out again, even if the
+        # journal that made them is lost (see edge.linking.persistence.recover).
+        self.reserved_global_ids = 0
 
     # --------------------------------------------------------------------------------- queries
 
@@ -161,6 +164,12 @@ class IdentityLinker:
     @property
     def num_identities(self) -> int:
         return 0 if self.gallery is None else len(self.gallery.identities)
+
+    def reserve_global_ids(self, next_global_id: int) -> None:
+        """Never give out a global id below ``next_global_id`` (ids a damaged journal lost)."""
+        self.reserved_global_ids = max(self.reserved_global_ids, int(next_global_id))
+        if self.gallery is not None:
+            self.gallery.next_global_id = max(self.gallery.next_global_id, self.reserved_global_ids)
 
     def identity_of(self, producer_id: str, camera_id: str, track_id: int) -> int | None:
         """The global id of a live track, or None."""
@@ -266,6 +275,7 @@ class IdentityLinker:
             return
         config = dataclasses.replace(self.gallery_config, engine_id=event.engine_id)
         self.gallery = Gallery(event.dim, config)
+        self.gallery.next_global_id = max(self.gallery.next_global_id, self.reserved_global_ids)
 
     def _apply_eviction(self, event: IdentityEviction) -> None:
         gallery = self._require_gallery(event.seq)
@@ -352,6 +362,10 @@ class IdentityLinker:
             self.counters.foreign_engine_batches += 1
             return False
         dim = int(embeddings.shape[1])
+        if self.gallery is None and not expected and not self.gallery_config.adopt_engine:
+            # No engine configured and adopting from the wire not allowed (gallery.adopt_engine).
+            self.counters.foreign_engine_batches += 1
+            return False
         if self.gallery is None:
             self._emit(EngineAdopted(self.last_seq + 1, batch.engine_id, dim), events)
         elif dim != self.gallery.dim:

@@ -19,32 +19,88 @@ or from the command line: ``python -m edge.linking --config configs/linker.yaml 
 Restart after a crash: the state directory is recovered (snapshot + journal), decisions that were
 journaled but not yet in the update log are published again (same ``journal_seq``), and the
 per-camera update ``seq`` continues where it stopped.
+
+Hostile input (docs/linker.md, "Integrity"): a message that does not decode, or whose capture time
+is outside ``service.max_clock_skew_s`` of the reference clock, is counted and dropped before the
+linker sees it. Every event is checked before it is journaled (it must survive the journal's JSON
+round trip and, for a decision, make a valid IdentityUpdate); if the linker raises on a message, or
+an event fails that check, the message is dropped, counted (``failed_messages``) and the linker is
+rebuilt from its durable state -- no message can stop the service, and none can poison the journal.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import math
 import os
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from common.configuring import ConfigError
 from common.files import atomic_write_text
 from common.memory import peak_rss_mb
 from edge.linking.calibration import calibrate_rules
 from edge.linking.config import LinkerConfig
-from edge.linking.events import Event, IdentityDecision
+from edge.linking.events import Event, IdentityDecision, event_from_json, event_to_json
 from edge.linking.ordering import Arrival, make_intake
-from edge.linking.persistence import Journal, Recovered, recover, save_snapshot
+from edge.linking.persistence import Journal, JournalError, Recovered, recover, save_snapshot
 from edge.linking.publishing import UpdateLog, build_update, encode_publication
 from edge.messages import Decoded, EndOfStream, Heartbeat, IdentityUpdate, MessageReceiver, SightingBatch
 
 LOG = logging.getLogger("edge.linking")
 STATS_NAME = "linker_stats.json"
 _DRAIN_PER_POLL = 512
+_INT64_MAX = 2**63 - 1
+
+
+def configured_engine_id(config: LinkerConfig) -> str:
+    """The engine the gallery is pinned to: ``gallery.engine_id``, else the engine of
+    ``calibration.engine`` (an artifact with its sidecar ``<artifact>.json``, a sidecar, or a
+    ``.linking.json`` calibration file), else ``""`` (embeddings are then refused unless
+    ``gallery.adopt_engine``). Never the first sender's: that one may be anybody.
+
+    Raises:
+        ConfigError: ``calibration.engine`` names a missing or unreadable file, or one of another
+            engine than ``gallery.engine_id``.
+    """
+    pinned = config.gallery.engine_id
+    source = config.calibration.engine
+    if not source:
+        return pinned
+    path = Path(source)
+    if path.suffix == ".pt" and not pinned:
+        LOG.warning(
+            "calibration.engine %s is a .pt checkpoint, whose engine id depends on the precision the node "
+            "runs it at: set gallery.engine_id (or gallery.adopt_engine on a trusted network)",
+            path,
+        )
+        return ""
+    if not path.is_file():
+        raise ConfigError(f"calibration.engine {path} does not exist (the nodes' engine artifact or its .linking.json)")
+    try:
+        if path.name.endswith(".linking.json"):
+            engine_id = json.loads(path.read_text(encoding="utf-8"))["engine_id"]
+        elif path.suffix == ".json":
+            from engines.sidecar import EngineSidecar
+
+            engine_id = EngineSidecar.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path)).engine_id
+        else:
+            from engines.sidecar import load_sidecar
+
+            engine_id = load_sidecar(path, verify_artifact=False).engine_id
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # SidecarError is a ValueError
+        raise ConfigError(f"calibration.engine {path}: cannot read its engine id ({exc})") from exc
+    if not isinstance(engine_id, str) or not engine_id:
+        raise ConfigError(f"calibration.engine {path} names no engine_id")
+    if pinned and pinned != engine_id:
+        raise ConfigError(f"gallery.engine_id {pinned} disagrees with calibration.engine {path} ({engine_id})")
+    return engine_id
 
 
 @dataclass
@@ -76,6 +132,8 @@ class LinkerService:
         self.ended_cameras: set[tuple[str, str]] = set()
         self.producer_modes: dict[str, str] = {}
         self.unexpected_messages = 0
+        self.failed_messages = 0
+        self.last_failure = ""
         self.published = 0
         self.republished = 0
         self.snapshots = 0
@@ -110,12 +168,21 @@ class LinkerService:
 
         cfg = self.config
         state_dir = cfg.persistence.state_dir
+        if os.path.exists(state_dir) and not os.path.isdir(state_dir):
+            raise ConfigError(f"persistence.state_dir {state_dir} is a file, not a directory")
         os.makedirs(state_dir, exist_ok=True)
         if cfg.service.faiss_threads:
             import faiss
 
             faiss.omp_set_num_threads(cfg.service.faiss_threads)
-        self.recovered = recover(state_dir, cfg.matching, cfg.gallery)
+        engine_id = configured_engine_id(cfg)
+        self.gallery_config = dataclasses.replace(cfg.gallery, engine_id=engine_id)
+        if not engine_id and not cfg.gallery.adopt_engine:
+            LOG.warning(
+                "no engine configured (gallery.engine_id, calibration.engine) and gallery.adopt_engine is "
+                "false: sightings are tracked but every embedding is refused as foreign"
+            )
+        self.recovered = recover(state_dir, cfg.matching, self.gallery_config, cfg.updates_path)
         self.linker = self.recovered.linker
         self.shared = None
         if cfg.shared.uri:  # several linkers sharing one Milvus identity store (shared_store.py)
@@ -123,6 +190,7 @@ class LinkerService:
 
             self.shared = SharedIdentities(cfg.shared, cfg.service.linker_id)
             self.linker.shared = self.shared
+        self._install_clock()
         self._restore_extra(self.recovered.extra)
         for event in self.recovered.replayed:
             # Decisions after the snapshot tell how far the durable state had read each stream; the
@@ -132,18 +200,25 @@ class LinkerService:
                 last = self.receiver.sequences.last
                 last[key] = max(last.get(key, -1), event.source_seq)
         self.journal = Journal(state_dir, self.linker.last_seq + 1, fsync=cfg.persistence.journal_fsync)
+        if self.recovered.needs_snapshot:
+            # A quarantined entry or lost events left a hole in the journal's seqs: write the state
+            # now, so that the next restart starts from this snapshot instead of refusing the hole.
+            self._snapshot()
         # Replay logs carry no wall-clock send_ts: the same replay gives the same bytes.
         self.updates = UpdateLog(
             cfg.updates_path, fsync=cfg.persistence.updates_fsync, send_times=cfg.service.mode == "live"
         )
         LOG.info(
-            "linker %s: recovered %d identities (snapshot event %d, %d journal events replayed%s)",
+            "linker %s: recovered %d identities (snapshot event %d, %d journal events replayed%s%s)",
             cfg.service.linker_id,
             self.linker.num_identities,
             self.recovered.snapshot_seq,
             len(self.recovered.replayed),
             ", torn journal tail dropped" if self.recovered.torn_tail else "",
+            f", {self.recovered.quarantined} entries quarantined" if self.recovered.quarantined else "",
         )
+        from edge.transport import stop_curve_guard
+
         context = zmq.Context()
         self.inputs: list[Any] = []
         self.output = None
@@ -163,6 +238,8 @@ class LinkerService:
                 subscriber.close()
             if self.output is not None:
                 self.output.close(linger=500)
+            self._refused_at_stop = self._refused_peers()  # the guard's counts go with it
+            stop_curve_guard(context)
             context.term()
         stats = self.stats()
         self._write_stats(stats)
@@ -244,6 +321,50 @@ class LinkerService:
 
     def _handle(self, arrival: Arrival) -> int:
         """Process one decoded message; return the number of events it caused."""
+
+    def _install_clock(self) -> None:
+        """The receiver's capture-time window: wall clock live, the linker's stream clock in replays."""
+        skew = self.config.service.max_clock_skew_s
+        if self.config.service.mode == "live":
+            self.receiver.clock = time.time
+            self.receiver.max_ahead_s = self.receiver.max_behind_s = skew
+        else:
+            linker = self  # the linker object is replaced by a rollback: look it up each time
+            self.receiver.clock = lambda: linker.linker.clock if math.isfinite(linker.linker.clock) else None
+            self.receiver.max_ahead_s, self.receiver.max_behind_s = skew, math.inf
+
+    def _handle(self, arrival: Arrival) -> int:
+        """Process one decoded message; return the number of events it caused.
+
+        Nothing a message does stops the service: if the linker raises, or an event it made would
+        not survive the journal, the message is dropped and counted and the linker is rebuilt from
+        the durable state (what was journaled before this message).
+        """
+        try:
+            return self._handle_unguarded(arrival)
+        except JournalError:
+            raise
+        except Exception as exc:  # a message that slipped past decoding and broke the linker
+            message = arrival.decoded.message
+            self.failed_messages += 1
+            self.last_failure = f"{type(message).__name__} {message.producer_id}/{message.camera_id} seq {message.seq}: {exc!r}"
+            LOG.error(
+                "dropped a message that the linker could not process (%s); state rebuilt from disk",
+                self.last_failure,
+            )
+            self._rollback()
+            return 0
+
+    def _rollback(self) -> None:
+        """Replace the in-memory linker by the durable state (snapshot + journal)."""
+        cfg = self.config
+        recovered = recover(cfg.persistence.state_dir, cfg.matching, self.gallery_config, cfg.updates_path)
+        self.linker = recovered.linker
+        self.linker.shared = self.shared
+        if recovered.needs_snapshot:
+            self._snapshot()
+
+    def _handle_unguarded(self, arrival: Arrival) -> int:
         started = time.perf_counter()
         decoded = arrival.decoded
         message = decoded.message
@@ -271,9 +392,15 @@ class LinkerService:
         return len(events)
 
     def _commit(self, events: list[Event]) -> None:
-        """Journal first (durable), then publish: a consumer never sees what a crash could lose."""
+        """Journal first (durable), then publish: a consumer never sees what a crash could lose.
+
+        Raises:
+            ValueError: an event that would not survive the journal or the update (nothing written).
+        """
         if not events:
             return
+        for event in events:
+            check_journalable(event, self.config.service.linker_id)
         self.journal.append(events)
         self._publish([e for e in events if isinstance(e, IdentityDecision)])
         if self.shared is not None:
@@ -347,12 +474,23 @@ class LinkerService:
 
     def _open_inputs(self, context: Any) -> list[Any]:
         """One :class:`edge.transport.Subscriber` per input endpoint, sharing one receiver (so the
-        malformed / gap counts cover all nodes): PULL in replay, SUB live."""
+        malformed / gap counts cover all nodes): PULL in replay, SUB live. With Curve, the linker is
+        the CURVE client of each node (the node's public key from ``curve_node_keys``), or, with
+        ``bind_inputs``, the server that admits the keys of ``curve_node_keys``."""
         from edge.transport import Subscriber, TransportSettings
 
         svc = self.config.service
+        self._context = context
         subscribers = []
-        for endpoint in svc.input_endpoints:
+        for index, endpoint in enumerate(svc.input_endpoints):
+            curve: dict[str, Any] = {}
+            if svc.curve_secret_key_file:
+                curve["curve_secret_key_file"] = svc.curve_secret_key_file
+                if svc.bind_inputs:
+                    curve["curve_allowed_clients"] = tuple(svc.curve_node_keys)
+                else:
+                    keys = svc.curve_node_keys
+                    curve["curve_server_key_file"] = keys[index] if len(keys) > 1 else keys[0]
             settings = TransportSettings(
                 mode=svc.mode,
                 endpoint=endpoint,
@@ -361,6 +499,8 @@ class LinkerService:
                 heartbeat_ivl_ms=svc.zmq_heartbeat_ivl_ms,
                 heartbeat_timeout_ms=svc.zmq_heartbeat_timeout_ms,
                 heartbeat_ttl_ms=2 * svc.zmq_heartbeat_timeout_ms,
+                max_message_bytes=svc.max_message_bytes,
+                **curve,
             )
             try:
                 subscribers.append(
@@ -373,14 +513,29 @@ class LinkerService:
         return subscribers
 
     def _open_output(self, context: Any) -> Any:
+        """The PUB socket of identity updates; with Curve only ``curve_subscriber_keys`` may subscribe."""
         import zmq
+
+        from edge.transport import CurveKeys, TransportError, secure
 
         svc = self.config.service
         socket = context.socket(zmq.PUB)
         socket.setsockopt(zmq.SNDHWM, svc.publish_hwm)
         socket.setsockopt(zmq.HEARTBEAT_IVL, svc.zmq_heartbeat_ivl_ms)
         socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, svc.zmq_heartbeat_timeout_ms)
-        socket.bind(svc.publish_endpoint)
+        socket.setsockopt(zmq.MAXMSGSIZE, 1 << 16)  # a PUB only receives subscriptions
+        keys = CurveKeys(svc.curve_secret_key_file, "", tuple(svc.curve_subscriber_keys))
+        try:
+            self._output_domain = secure(socket, context, keys, svc.publish_endpoint, bind=True)
+            socket.bind(svc.publish_endpoint)
+        except zmq.ZMQError as exc:
+            socket.close(0)
+            raise TransportError(
+                f"cannot bind service.publish_endpoint {svc.publish_endpoint}: {exc}"
+            ) from exc
+        except TransportError:
+            socket.close(0)
+            raise
         return socket
 
     # ------------------------------------------------------------------------------- stats
@@ -402,6 +557,11 @@ class LinkerService:
             "linker": self.linker.counters.as_dict() if hasattr(self, "linker") else {},
             "received": dict(self.receiver.received),
             "malformed": self.receiver.malformed,
+            "clock_refused": self.receiver.clock_refused,
+            "failed_messages": self.failed_messages,
+            "last_failure": self.last_failure,
+            "refused_peers": self._refused_peers(),
+            "quarantined": 0 if self.recovered is None else self.recovered.quarantined,
             "last_error": self.receiver.last_error,
             "missed": {f"{p}/{c}": v for (p, c), v in seqs.missed.items()},
             "missed_total": seqs.total_missed,
@@ -423,9 +583,16 @@ class LinkerService:
             "shared": self.shared.counters.as_dict() if getattr(self, "shared", None) is not None else {},
         }
 
-    def _write_stats(self, stats: dict[str, Any]) -> None:
-        import json
+    def _refused_peers(self) -> int:
+        """Connections refused by the CURVE allow-lists (inputs bound by the linker, and the PUB)."""
+        from edge.transport import curve_refusals
 
+        if getattr(self, "_refused_at_stop", None) is not None:
+            return self._refused_at_stop
+        total = sum(getattr(s, "refused", 0) for s in getattr(self, "inputs", []))
+        return total + curve_refusals(getattr(self, "_context", None), getattr(self, "_output_domain", None))
+
+    def _write_stats(self, stats: dict[str, Any]) -> None:
         path = os.path.join(self.config.persistence.state_dir, STATS_NAME)
         atomic_write_text(path, json.dumps(stats, indent=2, sort_keys=True) + "\n")
 
@@ -451,11 +618,17 @@ class LinkerService:
             stage_latency_ms={"link": 1000.0 * rates.busy_s / max(rates.batches, 1)},
             queue_depths={"identities": stats["identities"], "live_tracks": stats["live_tracks"]},
             drop_counts={
-                "malformed": stats["malformed"],
-                "missed": stats["missed_total"],
-                "foreign_engine": counters.get("foreign_engine_batches", 0),
-                "wrong_dim": counters.get("wrong_dim_batches", 0),
-                "bad_embeddings": counters.get("bad_embeddings", 0),
+                name: min(int(value), _INT64_MAX)  # counters of hostile input must not break the heartbeat
+                for name, value in {
+                    "malformed": stats["malformed"],
+                    "missed": stats["missed_total"],
+                    "clock_refused": stats["clock_refused"],
+                    "failed": stats["failed_messages"],
+                    "refused_peers": stats["refused_peers"],
+                    "foreign_engine": counters.get("foreign_engine_batches", 0),
+                    "wrong_dim": counters.get("wrong_dim_batches", 0),
+                    "bad_embeddings": counters.get("bad_embeddings", 0),
+                }.items()
             },
         )
         self._heartbeat_seq += 1
@@ -464,6 +637,25 @@ class LinkerService:
             self.output.send_multipart(encode_publication(heartbeat), flags=zmq.NOBLOCK)
         except zmq.Again:
             pass
+
+
+def check_journalable(event: Event, linker_id: str) -> None:
+    """Refuse an event that would not come back from the journal, or not make a valid update.
+
+    The last gate before disk: decoding already range-checks every message, so this only trips on
+    a bug -- and then the event must not reach the journal, where every restart would replay it.
+
+    Raises:
+        ValueError: naming the event and what is wrong with it.
+    """
+    try:
+        back = event_from_json(json.loads(json.dumps(event_to_json(event), allow_nan=False)))
+        if type(back) is not type(event) or back.seq != event.seq:
+            raise ValueError("it does not survive the JSON round trip")
+        if isinstance(event, IdentityDecision):
+            build_update(event, linker_id, 0)
+    except Exception as exc:
+        raise ValueError(f"event {event.seq} ({type(event).__name__}) cannot be journaled: {exc}") from exc
 
 
 def run_linker(config: LinkerConfig, stop_event: threading.Event | None = None) -> dict[str, Any]:
