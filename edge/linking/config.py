@@ -155,7 +155,7 @@ class LinkerConfig:
     """Everything ``python -m edge.linking`` needs (see ``configs/linker.yaml`` and docs/linker.md)."""
 
     matching: MatchingRules = field(default_factory=MatchingRules)
-    # adopt_engine false: the service pins the engine from config (engine_id / service.engine), not
+    # adopt_engine false: the service pins the engine from config (engine_id / calibration.engine), not
     # from whoever sends first; code that builds a bare IdentityLinker keeps the library default.
     gallery: GalleryConfig = field(default_factory=lambda: GalleryConfig(adopt_engine=False))
     persistence: PersistenceConfig = field(default_factory=PersistenceConfig)

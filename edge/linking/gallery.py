@@ -48,7 +48,7 @@ class GalleryConfig:
 
     Attributes:
         engine_id: the only engine whose embeddings are accepted. The linker service fills it from
-            ``service.engine`` (the model's sidecar or calibration file) when it is ``""``.
+            ``calibration.engine`` (the engine artifact or its .linking.json) when it is ``""``.
         adopt_engine: with ``engine_id`` ``""``: ``true`` adopts the engine of the first sighting
             batch with embeddings (and keeps it: it is persisted with the gallery); ``false``
             refuses every embedding until an engine is configured -- otherwise whoever sends first

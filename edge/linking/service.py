@@ -82,14 +82,18 @@ def configured_engine_id(config: LinkerConfig) -> str:
         )
         return ""
     if not path.is_file():
-        raise ConfigError(f"calibration.engine {path} does not exist (the nodes' engine artifact or its .linking.json)")
+        raise ConfigError(
+            f"calibration.engine {path} does not exist (the nodes' engine artifact or its .linking.json)"
+        )
     try:
         if path.name.endswith(".linking.json"):
             engine_id = json.loads(path.read_text(encoding="utf-8"))["engine_id"]
         elif path.suffix == ".json":
             from engines.sidecar import EngineSidecar
 
-            engine_id = EngineSidecar.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path)).engine_id
+            engine_id = EngineSidecar.from_dict(
+                json.loads(path.read_text(encoding="utf-8")), str(path)
+            ).engine_id
         else:
             from engines.sidecar import load_sidecar
 
@@ -99,7 +103,9 @@ def configured_engine_id(config: LinkerConfig) -> str:
     if not isinstance(engine_id, str) or not engine_id:
         raise ConfigError(f"calibration.engine {path} names no engine_id")
     if pinned and pinned != engine_id:
-        raise ConfigError(f"gallery.engine_id {pinned} disagrees with calibration.engine {path} ({engine_id})")
+        raise ConfigError(
+            f"gallery.engine_id {pinned} disagrees with calibration.engine {path} ({engine_id})"
+        )
     return engine_id
 
 
