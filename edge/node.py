@@ -526,7 +526,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_node_config(args.config, args.overrides)
         node = build_node(config)
-    except (ConfigError, SourceError, ValueError, RuntimeError) as exc:
+    except (
+        ConfigError,
+        SourceError,
+        ValueError,
+        RuntimeError,
+        OSError,
+    ) as exc:  # OSError: a missing model file
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -535,8 +541,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         timer = threading.Timer(args.duration_s, node.stop)
         timer.daemon = True
         timer.start()
+    from edge.transport import TransportError
+
     try:
         report = node.run()
+    except TransportError as exc:  # e.g. no receiver connected: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     finally:
         close = getattr(node.publisher, "close", None)
         if close is not None:

@@ -7,8 +7,9 @@
   see the holes in ``seq``. Linger 0: unsent messages are discarded on close.
 - **replay**: ``PUSH`` (bind) -> ``PULL``. Nothing may be lost: a send blocks while the
   high-water mark is reached or no receiver is connected (``IMMEDIATE`` keeps messages off
-  half-open connections), up to ``send_timeout_ms`` after which :class:`TransportError` is raised
-  (never a silent loss); linger keeps unsent messages for ``linger_ms`` on close.
+  half-open connections); :class:`TransportError` is raised (never a silent loss) after
+  ``peer_timeout_ms`` (5 s) without any receiver connected, or ``send_timeout_ms`` (60 s) behind a
+  connected receiver that stopped reading; linger keeps unsent messages for ``linger_ms`` on close.
 
 Both: ZMTP heartbeats (``HEARTBEAT_IVL/TIMEOUT/TTL``) so dead TCP peers are noticed, TCP
 keepalive, and ``ZMQ_MAXMSGSIZE`` on every receiving socket (a peer sending a bigger frame is
@@ -63,6 +64,9 @@ class TransportSettings:
         linger_ms: how long close() keeps unsent messages (``None``: 0 live, 10000 replay).
         send_timeout_ms: replay: a blocked send gives up after this (-1 = wait forever).
         heartbeat_ivl_ms, heartbeat_timeout_ms, heartbeat_ttl_ms: ZMTP heartbeats.
+        peer_timeout_ms: replay: a send fails after this long without any receiver connected
+            (the linker is not running or points elsewhere) instead of waiting ``send_timeout_ms``;
+            a connected receiver that is merely slow is waited for up to ``send_timeout_ms``.
         max_message_bytes: ``ZMQ_MAXMSGSIZE`` of a receiving socket: a peer that sends a bigger
             frame is disconnected (default 64 MiB: 4096 sightings of 4096-d float32 embeddings).
         curve_secret_key_file: this end's ``.key_secret`` file (``mpanet-keys``); ``""``: no Curve.
@@ -81,6 +85,7 @@ class TransportSettings:
     heartbeat_ivl_ms: int = 1000
     heartbeat_timeout_ms: int = 5000
     heartbeat_ttl_ms: int = 10000
+    peer_timeout_ms: int = 5000
     max_message_bytes: int = 64 * 2**20
     curve_secret_key_file: str = ""
     curve_server_key_file: str = ""
@@ -170,6 +175,7 @@ class CurveGuard:
         self._authenticator.stop()
 
 
+_PEER_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 _GUARDS: dict[int, tuple[zmq.Context, CurveGuard]] = {}
 _GUARDS_LOCK = threading.Lock()
 
@@ -282,13 +288,46 @@ class Publisher:
             self._socket.close(0)
             self._release_context()
             raise
+        # Replay: watch connections, so that a send can tell "no receiver at all" (fail within
+        # peer_timeout_ms) from "a slow receiver" (wait up to send_timeout_ms).
+        self._monitor = None if live else self._socket.get_monitor_socket(_PEER_EVENTS)
         try:
             self.endpoint = _attach(self._socket, settings, settings.bind)
         except TransportError:
+            self._close_monitor()
             self._release_context()
             raise
+        self._peers: set[int] = set()
+        self._alone_since = time.monotonic()
         self.sent = 0
         self.dropped = 0
+
+    @property
+    def peers(self) -> int:
+        """Receivers connected now (replay; live: 0, not tracked)."""
+        self._drain_monitor()
+        return len(self._peers)
+
+    def _drain_monitor(self) -> None:
+        if self._monitor is None:
+            return
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)
+            kind, fd = event["event"], event["value"]
+            if kind in (zmq.EVENT_ACCEPTED, zmq.EVENT_CONNECTED):
+                self._peers.add(fd)
+            elif kind in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED):
+                self._peers.discard(fd)
+                if not self._peers:
+                    self._alone_since = time.monotonic()
+
+    def _close_monitor(self) -> None:
+        if self._monitor is not None:
+            self._socket.disable_monitor()
+            self._monitor.close(0)
+            self._monitor = None
 
     @property
     def refused(self) -> int:
@@ -307,24 +346,48 @@ class Publisher:
         return self.send_frames(frames)
 
     def send_frames(self, frames: Sequence[Any]) -> bool:
-        live = self.settings.mode == "live"
-        try:
-            self._socket.send_multipart(frames, flags=zmq.NOBLOCK if live else 0, copy=False)
-        except zmq.Again as exc:
-            if live:
+        if self.settings.mode == "live":
+            try:
+                self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
                 self.dropped += 1
                 return False
-            raise TransportError(
-                f"replay send to {self.endpoint} timed out after {self.settings.send_timeout_ms} ms "
-                "(no receiver, or it stopped reading); nothing was dropped"
-            ) from exc
+            self.sent += 1
+            return True
+        self._send_replay(frames)
         self.sent += 1
         return True
+
+    def _send_replay(self, frames: Sequence[Any]) -> None:
+        """Block until sent; fail after ``peer_timeout_ms`` alone or ``send_timeout_ms`` in all."""
+        settings = self.settings
+        started = time.monotonic()
+        while True:
+            try:
+                self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                pass
+            now = time.monotonic()
+            if self.peers == 0 and now - self._alone_since >= settings.peer_timeout_ms / 1000.0:
+                raise TransportError(
+                    f"no receiver has been connected to {self.endpoint} for "
+                    f"{(now - self._alone_since):.1f} s: is the linker running and pointed at this "
+                    "endpoint (with CurveZMQ: is its public key on this node's allow-list)? Nothing was dropped"
+                )
+            if settings.send_timeout_ms >= 0 and now - started >= settings.send_timeout_ms / 1000.0:
+                why = "no receiver is connected" if self.peers == 0 else "the receiver stopped reading"
+                raise TransportError(
+                    f"replay send to {self.endpoint} timed out after {settings.send_timeout_ms} ms "
+                    f"({why}); nothing was dropped"
+                )
+            self._socket.poll(50, zmq.POLLOUT)
 
     def close(self) -> None:
         """Close the socket; unsent messages are kept for ``linger`` ms (replay: 10 s by default) and,
         with the publisher's own context, flushed before this returns."""
         if not self._socket.closed:
+            self._close_monitor()
             self._socket.close(self.settings.linger)
             self._release_context()
 

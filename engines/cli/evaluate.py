@@ -101,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError("--variants needs --checkpoint")
         if not (args.checkpoint or args.engine):
             raise ConfigError("nothing to evaluate: give --checkpoint and/or --engine")
+        for flag, path in [("--checkpoint", args.checkpoint)] * bool(args.checkpoint) + [
+            ("--engine", e) for e in args.engine
+        ]:
+            if not Path(path).is_file():
+                raise ConfigError(f"{flag} {path} does not exist (or is not a file)")
         output = Path(args.output)
         output.mkdir(parents=True, exist_ok=True)
         save_resolved_config(cfg, output / "config.yaml")
