@@ -164,6 +164,7 @@ class TransportConfig:
     heartbeat_ivl_ms: int = 1000
     heartbeat_timeout_ms: int = 5000
     heartbeat_ttl_ms: int = 10000
+    peer_timeout_ms: int = 5000
     max_message_bytes: int = 64 * 2**20
     curve_secret_key_file: str = ""
     curve_server_key_file: str = ""
