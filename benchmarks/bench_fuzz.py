@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         "other_exceptions": total_other,
         "sighting_batches_through_the_linker": linked,
         "linker_identities_at_end": linker.num_identities,
+        # The linker here has no capture-time window (the service's receiver does): hostile but
+        # in-range capture times move its clock and the TTL evicts, which is what it should do.
+        "linker_counters": linker.counters.as_dict(),
         "slowest_decode_ms": 1000 * slowest,
         "messages_per_s": args.cases / elapsed,
         "top_refusal_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:15]),
