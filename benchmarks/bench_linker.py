@@ -279,6 +279,7 @@ def run_one(
             break
     counters = linker.counters
     gallery_mb = gallery.nbytes / 2**20
+    index_kinds, index_mb = _index_kinds(gallery), gallery.index_nbytes / 2**20
     loop_rss = rss_mb()
     snapshot = {}
     if snapshot_dir:
@@ -302,7 +303,7 @@ def run_one(
         "identities": size,
         "storage_dtype": dtype,
         "search": search,
-        "index": _index_kinds(gallery),
+        "index": index_kinds,
         "tracks_per_batch": tracks_per_batch,
         "reevaluate_every_sightings": rules.reevaluate_every_sightings,
         "batches": len(latencies),
@@ -316,7 +317,7 @@ def run_one(
         "search_ms_nq16": search_ms[16],
         "decisions": counters.decisions_new + counters.decisions_matched + counters.decisions_revised,
         "gallery_mb": gallery_mb,
-        "index_mb": gallery.index_nbytes / 2**20,
+        "index_mb": index_mb,
         **recall,
         "rss_mb_after_build": built_rss,
         "rss_mb_after_loop": loop_rss,
