@@ -11,7 +11,7 @@
 #      batch 1/2/4 with the build log checked, inspector JSON keys, runner parity vs onnxruntime at
 #      batch 1/opt/max with DeprecationWarning as an error, FP16 plan (native FP32 norms, cosine >=
 #      0.999), INT8 Q/DQ plan, timing cache reuse
-#   3. embedder CUDA rows (benchmarks/bench_embedder.py --device cuda)
+#   3. embedder CUDA rows, ResNet-50 384x128 (benchmarks/bench_embedder.py --device cuda --models default)
 #   4. the multi-stream pipeline on CUDA, 2/8/32 streams (benchmarks/bench_gpu_pipeline.py); on CPU
 #      its --tiny fallback, to show the script runs
 #   5. training step FP32 vs AMP, one knob at a time, and data loading (benchmarks/bench_train_amp.py)
@@ -116,7 +116,7 @@ fi
 
 # ------------------------------------------------------------------------------ 3. embedder CUDA
 if [ "$CUDA" = "1" ]; then
-  section embedder_cuda 120 "$PY" benchmarks/bench_embedder.py --device cuda --seconds 1.5 --min-iters 10 \
+  section embedder_cuda 120 "$PY" benchmarks/bench_embedder.py --device cuda --models default --seconds 1.5 --min-iters 10 \
     --output "$OUT/embedder_cuda.json"
 else
   record embedder_cuda skipped 0 "torch sees no CUDA device (or GPU_CHECK_TINY=1)"
