@@ -176,6 +176,7 @@ class CurveGuard:
 
 
 _PEER_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+_HANDSHAKE_FAILURES = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 _GUARDS: dict[int, tuple[zmq.Context, CurveGuard]] = {}
 _GUARDS_LOCK = threading.Lock()
 
@@ -289,8 +290,12 @@ class Publisher:
             self._release_context()
             raise
         # Replay: watch connections, so that a send can tell "no receiver at all" (fail within
-        # peer_timeout_ms) from "a slow receiver" (wait up to send_timeout_ms).
-        self._monitor = None if live else self._socket.get_monitor_socket(_PEER_EVENTS)
+        # peer_timeout_ms) from "a slow receiver" (wait up to send_timeout_ms). A CURVE server
+        # also counts the handshakes that fail before ZAP is asked (a plaintext client, a client
+        # that expects another server key).
+        watch = not live or self._domain is not None
+        self._monitor = self._socket.get_monitor_socket(_PEER_EVENTS | _HANDSHAKE_FAILURES) if watch else None
+        self.handshake_failures = 0
         try:
             self.endpoint = _attach(self._socket, settings, settings.bind)
         except TransportError:
@@ -316,7 +321,9 @@ class Publisher:
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)
             kind, fd = event["event"], event["value"]
-            if kind in (zmq.EVENT_ACCEPTED, zmq.EVENT_CONNECTED):
+            if kind & _HANDSHAKE_FAILURES:
+                self.handshake_failures += 1
+            elif kind in (zmq.EVENT_ACCEPTED, zmq.EVENT_CONNECTED):
                 self._peers.add(fd)
             elif kind in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED):
                 self._peers.discard(fd)
@@ -331,8 +338,10 @@ class Publisher:
 
     @property
     def refused(self) -> int:
-        """Peers refused by the CURVE allow-list (0 without Curve or when connecting)."""
-        return _refused(self._context, self._domain)
+        """Connections refused as a CURVE server: keys not on the allow-list (ZAP) plus handshakes
+        that failed (plaintext peers, peers expecting another server key); 0 without Curve."""
+        self._drain_monitor()
+        return _refused(self._context, self._domain) + self.handshake_failures
 
     def _release_context(self) -> None:
         if self._own_context:
@@ -347,6 +356,7 @@ class Publisher:
 
     def send_frames(self, frames: Sequence[Any]) -> bool:
         if self.settings.mode == "live":
+            self._drain_monitor()
             try:
                 self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -362,6 +372,7 @@ class Publisher:
         """Block until sent; fail after ``peer_timeout_ms`` alone or ``send_timeout_ms`` in all."""
         settings = self.settings
         started = time.monotonic()
+        self._drain_monitor()  # keep the monitor's queue short, so no connection event is lost
         while True:
             try:
                 self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
