@@ -70,7 +70,7 @@ class GalleryConfig:
         compact_dim: K of ``auto`` (embeddings larger than this are projected to it).
         compact_flat_below: exhaustive compact scan below this many prototypes per store, IVF above.
         compact_storage: the IVF's codes: ``float16`` or ``int8`` (scalar quantisation).
-        compact_nprobe: IVF lists visited per query (more: better recall, slower).
+        compact_nprobe: IVF lists visited per query, at least (and at least 1/32 of the lists).
         rerank_candidates: at least this many slots per query and store are re-ranked exactly
             (more when the search needs more neighbours: 2 x top_k x prototypes_per_modality + extra).
         global_id_base: identity numbers this gallery gives out start here and stay below

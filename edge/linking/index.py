@@ -154,7 +154,7 @@ class CompactIndexConfig:
     Attributes:
         flat_below: exhaustive compact scan below this many slots; IVF from there.
         storage: IVF code storage, ``float16`` (QT_fp16) or ``int8`` (QT_8bit, a quarter of float32).
-        nprobe: IVF lists visited per query.
+        nprobe: IVF lists visited per query (at least; and at least 1/32 of the lists).
         retrain_growth: retrain (more lists) when the store holds this many times the slots it was
             trained with.
         max_pending: flush pending updates once this many accumulate (bounds their memory).
@@ -345,7 +345,9 @@ class CompactIndex:
         ivf.cp.seed = 1234
         ivf.train(np.ascontiguousarray(self.vectors[sample]))
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove_ids in O(1) per id
-        ivf.nprobe = min(self.config.nprobe, nlist)
+        # At least `nprobe` lists and at least 1/32 of them: a fixed count would visit a shrinking
+        # share of the store as it grows (recall@1 0.985 at 500k prototypes with 32 of 2048 lists).
+        ivf.nprobe = min(max(self.config.nprobe, nlist // 32), nlist)
         self._quantizer = quantizer  # the IVF does not own it: keep it alive
         self._ivf = ivf
         self._ivf_ids = np.zeros(len(self.present), dtype=bool)
