@@ -434,3 +434,10 @@ def test_a_state_dir_that_is_a_file_is_a_clear_error(tmp_path):
     target.write_text("not a directory")
     with pytest.raises(JournalError, match="is a file, not a directory"):
         recover(target, RULES, GALLERY)
+
+
+def test_a_snapshot_from_before_checksums_is_named_as_such(tmp_path):
+    header = json.dumps({"format": 2, "linker": {}, "extra": {}, "arrays": {}}).encode()
+    (tmp_path / "snapshot.bin").write_bytes(b"MPALINK\x01" + len(header).to_bytes(8, "little") + header)
+    with pytest.raises(JournalError, match="snapshot format 2 .*written before checksums"):
+        recover(tmp_path, RULES, GALLERY)

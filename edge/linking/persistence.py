@@ -578,6 +578,12 @@ def verify_snapshot(path: str | os.PathLike[str]) -> int:
         handle.seek(size - tail_bytes)
         end = handle.read(tail_bytes)
         if end[8:] != SNAPSHOT_END:
+            older = _older_format(handle)
+            if older is not None:
+                raise JournalError(
+                    f"{path}: snapshot format {older} (written before checksums), this linker reads "
+                    f"format {SNAPSHOT_FORMAT}: move the state_dir aside and start fresh"
+                )
             raise JournalError(
                 f"{path}: no snapshot trailer at byte {size - len(SNAPSHOT_END)} (cut short or damaged at its end)"
             )
@@ -663,6 +669,21 @@ class SnapshotArray:
         if len(data) != nbytes:
             raise JournalError(f"{self.path}: snapshot ends inside an array")
         return np.frombuffer(data, dtype=self.dtype).reshape((count, *self.shape[1:]))
+
+
+def _older_format(handle: Any) -> int | None:
+    """The ``format`` of a readable pre-checksum snapshot (1 or 2), else None."""
+    try:
+        handle.seek(0)
+        if handle.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
+            return None
+        (length,) = struct.unpack("<Q", handle.read(8))
+        if length > 1 << 30:
+            return None
+        found = json.loads(handle.read(length)).get("format")
+    except (ValueError, struct.error, AttributeError, OSError):
+        return None
+    return found if found in (1, 2) else None
 
 
 def load_snapshot(
