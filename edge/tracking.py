@@ -101,6 +101,7 @@ class CameraTracker:
         self._next_id = 1
         self._ids: dict[int, int] = {}
         self._tracker = None if settings.kind == "given" else self._build(settings, frame_rate)
+        self.untracked = 0  # ``given``: detector rows without a track id (< 1), dropped
 
     @staticmethod
     def _build(settings: TrackerSettings, frame_rate: float) -> Any:
@@ -134,7 +135,12 @@ class CameraTracker:
                 raise ValueError(
                     "tracker 'given' needs detections that carry track_ids (e.g. the mot detector)"
                 )
-            return detections
+            # A MOTChallenge det.txt carries id -1 on every row (detections, not tracks): such rows
+            # are not tracks, and a sighting with a negative track id is refused on the wire, so
+            # they are dropped here (counted in ``untracked``). Track det.txt with bytetrack.
+            keep = np.flatnonzero(detections.track_ids >= 1)
+            self.untracked += len(detections) - keep.size
+            return detections if keep.size == len(detections) else detections[keep]
         results = _TrackerInput(detections.xyxy, detections.scores, detections.class_ids.astype(np.float32))
         output = self._tracker.update(results, image)
         if len(output) == 0:

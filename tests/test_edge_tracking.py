@@ -70,6 +70,27 @@ def test_given_tracker_keeps_detector_ids_and_needs_them() -> None:
         TrackerSettings(kind="sort")
 
 
+def test_given_tracker_drops_rows_without_a_track_id(tmp_path) -> None:
+    """A MOTChallenge det.txt has id -1 on every row: those rows are detections, not tracks, and a
+    sighting with a negative track id is refused on the wire, so the node must never send one."""
+    from edge.detect.mot import MotFileDetector
+    from edge.sources.frame import Frame
+
+    det_txt = tmp_path / "det.txt"
+    det_txt.write_text(
+        "1,-1,10,20,30,80,0.9,-1,-1,-1\n1,-1,100,20,30,80,0.8,-1,-1,-1\n1,5,200,20,30,80,0.7,-1,-1,-1\n"
+    )
+    detector = MotFileDetector(det_txt, ground_truth=False, keep_ids=True)
+    frame = Frame(
+        camera_id="c", modality="visible", index=0, timestamp=0.0, image=np.zeros((240, 320, 3), np.uint8)
+    )
+    tracker = CameraTracker(TrackerSettings(kind="given"), 10)
+    out = tracker(detector(frame))
+    assert out.track_ids.tolist() == [5]
+    assert tracker.untracked == 2
+    assert len(tracker(detector(frame).with_track_ids(np.array([-1, -1, -1])))) == 0
+
+
 def test_crop_gate_table() -> None:
     gate = CropGate(min_height_px=48, border_margin_px=2, full_quality_height_px=128)
     det = Detections(
