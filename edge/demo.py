@@ -149,7 +149,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"of {score['people_in_both_modalities']}",
             f"- cross-modality linking precision {score['cross_modal_precision']:.2f}, "
             f"recall {score['cross_modal_recall']:.2f} (track pairs)",
-            f"- IDF1 across both cameras: {score['idf1_online']:.3f} online, {score['idf1_final']:.3f} final",
+            f"- IDF1 across both cameras: {score['idf1_online']:.3f} online (as published at the time), "
+            f"{score['idf1_before_final_pass']:.3f} online at the end, {score['idf1_final']:.3f} final "
+            "(after the offline pass)",
             f"- detection recall {score['detection_recall']:.2f}, precision {score['detection_precision']:.2f} "
             f"({summary.get('detector')})",
         ]

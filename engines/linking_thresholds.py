@@ -75,6 +75,7 @@ def calibrate_thresholds(
     fpr_max: float = 0.10,
     floor: float = 0.05,
     distributions: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    min_auc: float = 0.6,
 ) -> dict[str, Any]:
     """Thresholds from (N, D) L2-normalised embeddings of labelled images.
 
@@ -87,6 +88,10 @@ def calibrate_thresholds(
         floor: the lowest threshold returned (a threshold near 0 would match anything).
         distributions: if given, filled with ``{pair: (same-person cosines, different-people
             cosines)}`` (float32 arrays) for pictures.
+        min_auc: a modality pair whose ROC AUC is below this cannot be linked by this engine: its
+            per-pair threshold becomes 1.0 (no match; the entry says ``usable: false``) rather than
+            a value that would merge people at random. The pooled ``same`` / ``cross`` values stay
+            as measured.
 
     Returns:
         ``{"cosine_min_visible", "cosine_min_infrared", "cosine_min_cross", "cosine_min_same",
@@ -134,6 +139,7 @@ def calibrate_thresholds(
                 same_person_median=float(np.median(pos)),
                 other_person_median=float(np.median(neg)),
             )
+        entry["usable"] = entry["threshold"] is not None and entry.get("auc", 0.0) >= min_auc
         if kind in ("same", "cross"):
             result[kind] = entry
         else:
@@ -143,10 +149,17 @@ def calibrate_thresholds(
             "no modality pair has both same-person and different-person tracklet pairs to calibrate on "
             f"({len(v)} tracklets)"
         )
+
+    def per_pair(entry: dict[str, Any]) -> float | None:
+        if entry["threshold"] is None:
+            return None
+        return entry["threshold"] if entry["usable"] else 1.0
+
+    result["min_auc"] = min_auc
     result["cosine_min_same"] = result["same"]["threshold"]
-    result["cosine_min_cross"] = result["cross"]["threshold"]
-    result["cosine_min_visible"] = result["pairs"]["visible-visible"]["threshold"]
-    result["cosine_min_infrared"] = result["pairs"]["infrared-infrared"]["threshold"]
+    result["cosine_min_visible"] = per_pair(result["pairs"]["visible-visible"])
+    result["cosine_min_infrared"] = per_pair(result["pairs"]["infrared-infrared"])
+    result["cosine_min_cross"] = per_pair(result["pairs"]["visible-infrared"])
     return result
 
 

@@ -153,3 +153,25 @@ def test_mpanet_calibrate_help_and_bad_input(tmp_path, capsys):
     (tmp_path / "nothing").mkdir()
     assert main([str(tmp_path / "m.onnx"), "--data", str(tmp_path / "nothing")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_a_pair_the_engine_cannot_separate_is_not_linked_at_all():
+    rng = np.random.default_rng(1)
+    people, dim = 30, 16
+    base = rng.standard_normal((people, dim))
+    rows, pids, cams, mods = [], [], [], []
+    for p in range(people):
+        for cam, modality in ((0, "visible"), (1, "visible"), (2, "infrared")):
+            # infrared rows carry nothing of the person: visible-infrared AUC ~0.5
+            v = (
+                base[p] + 0.3 * rng.standard_normal(dim)
+                if modality == "visible"
+                else rng.standard_normal(dim)
+            )
+            rows.append(v), pids.append(p), cams.append(cam), mods.append(modality)
+    x = np.asarray(rows)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    result = calibrate_thresholds(x, pids, cams, mods, tracklet_size=1, fpr_max=0.1, min_auc=0.6)
+    cross = result["pairs"]["visible-infrared"]
+    assert cross["auc"] < 0.6 and not cross["usable"] and result["cosine_min_cross"] == 1.0
+    assert result["pairs"]["visible-visible"]["usable"] and result["cosine_min_visible"] < 1.0

@@ -6,8 +6,10 @@ the person's global identity across cameras).
 
 Each sighting gets the global identity its track had
 
-- ``online``: as last published at or before the sighting's frame (what a live consumer saw), or
-- ``final``: as last published for the track at the end of the run (after revisions).
+- ``online``: as last published at or before the sighting's frame (what a live consumer saw),
+- ``before_final_pass``: as last published for the track by the online linker (its revisions
+  included, the replay's final offline pass not), or
+- ``final``: as last published for the track at the end of the run (after the final pass).
 
 Metrics:
 
@@ -59,6 +61,7 @@ class LinkingScore:
     """Scores of one run (fractions in [0, 1]; counts are ints)."""
 
     idf1_online: float
+    idf1_before_final_pass: float
     idf1_final: float
     idp_final: float
     idr_final: float
@@ -207,11 +210,14 @@ def score_linking(
 ) -> LinkingScore:
     """Score a run. ``truth`` maps camera id -> :func:`read_mot_ground_truth` output."""
     timelines = identity_timelines(updates)
+    live = identity_timelines([u for u in updates if not u.get("final_pass")])
     true_ids = match_to_ground_truth(sightings, truth, iou_min)
-    online = sighting_identities(sightings, timelines, "online")
+    online = sighting_identities(sightings, live, "online")
+    before_pass = sighting_identities(sightings, live, "final")
     final = sighting_identities(sightings, timelines, "final")
     num_truth = sum(len(ids) for frames in truth.values() for ids, _ in frames.values())
     idf1_online, _, _ = _idf1(true_ids, online, num_truth)
+    idf1_before_pass, _, _ = _idf1(true_ids, before_pass, num_truth)
     idf1_final, idp, idr = _idf1(true_ids, final, num_truth)
 
     # Per track: modality, final identity, majority true person.
@@ -250,6 +256,7 @@ def score_linking(
     matched = int((true_ids >= 0).sum())
     return LinkingScore(
         idf1_online=idf1_online,
+        idf1_before_final_pass=idf1_before_pass,
         idf1_final=idf1_final,
         idp_final=idp,
         idr_final=idr,

@@ -4,7 +4,10 @@ Modules: :mod:`~edge.linking.gallery` (faiss prototypes, TTL, bounds, engine che
 :mod:`~edge.linking.assignment` (decision rules), :mod:`~edge.linking.linker` (the state machine),
 :mod:`~edge.linking.events` and :mod:`~edge.linking.persistence` (journal + snapshots, recovery),
 :mod:`~edge.linking.publishing` (PUB by camera, JSON lines), :mod:`~edge.linking.service` (the
-ZeroMQ loop), :mod:`~edge.linking.config` (the schema). Rules and numbers: ``docs/linker.md``.
+ZeroMQ loop), :mod:`~edge.linking.ordering` (capture-time order across producers),
+:mod:`~edge.linking.calibration` (the engine's thresholds), :mod:`~edge.linking.topology` (sites,
+overlap groups, transit), :mod:`~edge.linking.clustering` (hygiene and the final pass),
+:mod:`~edge.linking.config` (the schema). Rules and numbers: ``docs/linker.md``.
 
 Importing this package loads neither faiss nor zmq: they are imported where a gallery is built or a
 socket opened.

@@ -73,6 +73,8 @@ class MatchingRules:
             this many seconds (0: share any instant, e.g. one frame) are different people.
         track_idle_s: a track not seen for this many seconds of its camera's capture time has ended.
         top_k: identities considered per evaluation.
+        joint_assignment: first decisions of tracks pending at the same time are made jointly,
+            one-to-one (a linear assignment); ``false``: one after another (greedy, as before).
     """
 
     cosine_min_same: float | None = None
@@ -88,6 +90,7 @@ class MatchingRules:
     cooccurrence_min_overlap_s: float = 0.0
     track_idle_s: float = 5.0
     top_k: int = 5
+    joint_assignment: bool = True
 
     def __post_init__(self) -> None:
         for name in THRESHOLD_FIELDS:

@@ -17,8 +17,10 @@ from pathlib import Path
 from edge.linking.assignment import MatchingRules
 from edge.linking.calibration import CalibrationConfig
 from edge.linking.gallery import GalleryConfig
+from edge.linking.linker import HygieneSettings
 from edge.linking.ordering import OrderingSettings
 from edge.linking.shared_store import SharedStoreConfig
+from edge.linking.topology import TopologyConfig
 
 MODES = ("live", "replay")
 
@@ -151,6 +153,29 @@ class ServiceConfig:
 
 
 @dataclass
+class OfflineConfig:
+    """The final offline pass of a replay (``offline`` section): once every producer ended, all
+    tracks of the run are clustered again (:mod:`edge.linking.clustering`) and tracks whose
+    identity differs from their cluster's are published as revisions (``final_pass`` in the log).
+
+    Attributes:
+        final_pass: run it (replay mode only).
+        margin: least average excess over the thresholds at which two clusters merge.
+        neighbours: candidate partners per track (nearest by cosine).
+    """
+
+    final_pass: bool = True
+    margin: float = 0.0
+    neighbours: int = 10
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.margin <= 1.0:
+            raise ValueError(f"offline.margin must be in [-1, 1], got {self.margin}")
+        if self.neighbours < 1:
+            raise ValueError(f"offline.neighbours must be >= 1, got {self.neighbours}")
+
+
+@dataclass
 class LinkerConfig:
     """Everything ``python -m edge.linking`` needs (see ``configs/linker.yaml`` and docs/linker.md)."""
 
@@ -163,6 +188,9 @@ class LinkerConfig:
     ordering: OrderingSettings = field(default_factory=OrderingSettings)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     shared: SharedStoreConfig = field(default_factory=SharedStoreConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
+    hygiene: HygieneSettings = field(default_factory=HygieneSettings)
 
     def __post_init__(self) -> None:
         if self.shared.uri:

@@ -45,6 +45,9 @@ class IdentityDecision:
         sightings: the track's sightings with an embedding so far.
         engine_id: engine of the evidence.
         embedding: the track's evidence, (D,) float32 unit length.
+        final: made by the final offline pass of a replay (:meth:`IdentityLinker.final_pass`), or
+            by identity hygiene for an ended track: it renames the track's identity in the record
+            (published as a ``revised`` update) and touches neither live tracks nor the gallery.
     """
 
     seq: int
@@ -67,6 +70,7 @@ class IdentityDecision:
     sightings: int
     engine_id: str
     embedding: np.ndarray
+    final: bool = False
 
     @property
     def track_key(self) -> tuple[str, str, int]:
@@ -131,6 +135,7 @@ def event_to_json(event: Event) -> dict[str, Any]:
             "sightings": event.sightings,
             "engine_id": event.engine_id,
             "embedding_b64": base64.b64encode(raw).decode("ascii"),
+            "final": event.final,
         }
     if isinstance(event, IdentityEviction):
         return {
@@ -187,6 +192,7 @@ def event_from_json(data: dict[str, Any]) -> Event:
                 sightings=int(data["sightings"]),
                 engine_id=str(data["engine_id"]),
                 embedding=embedding.astype(np.float32),
+                final=bool(data.get("final", False)),  # journals written before final passes lack it
             )
         if kind == "eviction":
             return IdentityEviction(

@@ -33,6 +33,7 @@ from edge.linking.assignment import (
     rank_candidates,
     to_candidate,
 )
+from edge.linking.clustering import ClusterTrack, assign_identities, cluster_tracks
 from edge.linking.events import (
     CameraEnded,
     EngineAdopted,
@@ -42,7 +43,36 @@ from edge.linking.events import (
     IdentityEviction,
 )
 from edge.linking.gallery import Gallery, GalleryConfig, TrackKey
+from edge.linking.topology import Topology
 from edge.messages import SightingBatch
+
+
+@dataclass
+class HygieneSettings:
+    """Identity hygiene (the ``hygiene`` config section; see :meth:`IdentityLinker.hygiene_pass`).
+
+    Attributes:
+        interval_s: capture seconds between passes (0: off).
+        window_s: the pass re-clusters tracks seen in the last this many capture seconds.
+        margin: least average excess over the thresholds at which clusters merge ("clearly one").
+        neighbours: candidate partners per track.
+    """
+
+    interval_s: float = 30.0
+    window_s: float = 300.0
+    margin: float = 0.05
+    neighbours: int = 10
+
+    def __post_init__(self) -> None:
+        if self.interval_s < 0 or self.window_s <= 0:
+            raise ValueError(
+                f"hygiene.interval_s must be >= 0 and window_s > 0, got {self.interval_s}, {self.window_s}"
+            )
+        if self.neighbours < 1 or not -1.0 <= self.margin <= 1.0:
+            raise ValueError(
+                f"hygiene.neighbours must be >= 1 and margin in [-1, 1], got {self.neighbours}, {self.margin}"
+            )
+
 
 SPLIT = -1  # vote target of a split into a new identity
 _MIN_QUALITY_WEIGHT = 1e-3
@@ -124,6 +154,11 @@ class LinkerCounters:
     evicted_capacity: int = 0
     refused_capacity: int = 0
     prototypes_refused: int = 0
+    joint_assignments: int = 0
+    topology_exclusions: int = 0
+    topology_conflicts: int = 0
+    decisions_final: int = 0
+    hygiene_passes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -154,6 +189,26 @@ class IdentityLinker:
         # Global ids below this were published once and are never given out again, even if the
         # journal that made them is lost (see edge.linking.persistence.recover).
         self.reserved_global_ids = 0
+        self.topology = Topology()
+        self.hygiene = HygieneSettings()
+        # Every decided track, live or ended, and each identity's tracks: what the topology checks,
+        # identity hygiene and the final pass look at (in memory: rebuilt from live tracks and the
+        # journal after a restart; ended tracks from before the snapshot are not recalled).
+        self.history: dict[TrackKey, TrackState] = {}
+        self.by_identity: dict[int, set[TrackKey]] = {}
+
+    def configure(self, topology: Topology, hygiene: HygieneSettings | None = None) -> None:
+        """Settings that are not part of the persisted state: the camera topology and identity
+        hygiene. Also indexes the live tracks and the history of a recovered linker."""
+        self.topology = topology
+        self.hygiene = hygiene or self.hygiene
+        for key, state in self.tracks.items():
+            if state.global_id is not None:
+                self.history[key] = state
+        self.by_identity = {}
+        for key, state in self.history.items():
+            if state.global_id is not None:
+                self.by_identity.setdefault(state.global_id, set()).add(key)
 
     # --------------------------------------------------------------------------------- queries
 
@@ -195,6 +250,7 @@ class IdentityLinker:
         ts = float(batch.capture_ts)
         camera = batch.camera_id
         self.camera_clock[camera] = max(self.camera_clock.get(camera, -math.inf), ts)
+        previous_clock = self.clock
         self.clock = max(self.clock, ts)
         vectors = self._vectors(batch, embeddings)
         live = self.camera_tracks.setdefault(camera, {})
@@ -224,8 +280,16 @@ class IdentityLinker:
         if updated:
             self._evaluate(sorted(updated, key=lambda s: s.key), events)
         self._resolve_conflicts(camera, seen, events)
+        self._resolve_topology(seen, events)
         self._end_idle_tracks(camera, events)
         self._expire(events)
+        interval = self.hygiene.interval_s
+        if (
+            interval > 0
+            and math.isfinite(previous_clock)
+            and (math.floor(self.clock / interval) > math.floor(previous_clock / interval))
+        ):
+            self.hygiene_pass(events)  # due on the capture clock: a replay runs it at the same points
         return events
 
     def end_camera(self, producer_id: str, camera_id: str, ts: float | None = None) -> list[Event]:
@@ -245,6 +309,134 @@ class IdentityLinker:
             when = self.camera_clock.get(camera_id, self.clock) if ts is None else float(ts)
             self._emit(CameraEnded(self.last_seq + 1, producer_id, camera_id, when), events)
         return events
+
+    def final_pass(self, margin: float = 0.0, neighbours: int = 10) -> list[Event]:
+        """The offline pass at the end of a replay: cluster every decided track of the run
+        (:func:`edge.linking.clustering.cluster_tracks`: average linkage on the excess over the
+        per-pair thresholds, cannot-link = one camera's overlapping tracks and the topology),
+        starting from the online identities, so it joins what the online linker kept apart (with
+        the whole run in view, including tracks that came later), and rename each track whose
+        identity differs from its cluster's (``final`` decisions, published as ``revised``
+        updates). Call it after every camera ended."""
+        events: list[Event] = []
+        gallery = self.gallery
+        if gallery is None:
+            return events
+        records = [self.history[k] for k in sorted(self.history) if self.history[k].evidence is not None]
+        tracks = [_cluster_track(s) for s in records]
+        clusters = cluster_tracks(
+            tracks, self._pair_threshold, self._cannot_link, margin, neighbours, [t.global_id for t in tracks]
+        )
+        identities, _ = assign_identities(tracks, clusters, gallery.next_global_id)
+        for members, gid in zip(clusters, identities):
+            centroid = mean_direction(np.sum([tracks[i].evidence for i in members], axis=0))
+            for i in members:
+                state = records[i]
+                if state.global_id == gid:
+                    continue
+                created = gid >= gallery.next_global_id
+                decision = IdentityDecision(
+                    seq=self.last_seq + 1,
+                    event="revised",
+                    producer_id=state.key[0],
+                    camera_id=state.camera_id,
+                    track_id=state.key[2],
+                    modality=state.modality,
+                    global_id=gid,
+                    previous_global_id=state.global_id,
+                    created=created,
+                    score=1.0 if len(members) == 1 else float(np.clip(state.evidence @ centroid, -1.0, 1.0)),
+                    matched_modality=None,
+                    matched_camera_id="",
+                    capture_ts=state.last_seen_ts,
+                    source_seq=state.last_source_seq,
+                    frame_index=state.last_frame_index,
+                    first_seen_ts=state.first_seen_ts,
+                    last_seen_ts=state.last_seen_ts,
+                    sightings=state.sightings,
+                    engine_id=gallery.engine_id,
+                    embedding=state.evidence.copy(),
+                    final=True,
+                )
+                self._emit(decision, events)
+        return events
+
+    def hygiene_pass(self, events: list[Event]) -> None:
+        """Identity hygiene: re-cluster the tracks of the last ``hygiene.window_s`` (capture time)
+        and revise each *live* track whose identity disagrees with its cluster's: a track that is
+        clearly apart from the rest of its identity splits off (into another identity or a new
+        one), identities that are clearly one person are merged as their live tracks move. Every
+        change is an ordinary ``revised`` decision (ended tracks are settled by the final pass)."""
+        gallery = self.gallery
+        if gallery is None:
+            return
+        self.counters.hygiene_passes += 1
+        since = self.clock - self.hygiene.window_s
+        records = [
+            self.history[k]
+            for k in sorted(self.history)
+            if self.history[k].evidence is not None and self.history[k].last_seen_ts >= since
+        ]
+        if not any(r.key in self.tracks for r in records):
+            return
+        tracks = [_cluster_track(s) for s in records]
+        clusters = cluster_tracks(
+            tracks, self._pair_threshold, self._cannot_link, self.hygiene.margin, self.hygiene.neighbours
+        )
+        identities, _ = assign_identities(tracks, clusters, gallery.next_global_id)
+        margin = self.hygiene.margin
+        for members, gid in zip(clusters, identities):
+            for i in members:
+                state = records[i]
+                current = state.global_id
+                if state.key not in self.tracks or current == gid or current is None:
+                    continue
+                # Only clear cases: the clustering failing to join two groups is no reason to split.
+                here = self._average_excess(state, current)
+                if gid in gallery.identities:
+                    there = self._average_excess(state, gid)
+                    if there < 0 or there - here < margin:
+                        continue
+                    if gid in self._cooccurring(state) | self._incompatible(state, [gid]):
+                        continue
+                    target = gallery.match_identity(gid, state.evidence, state.modality, state.key)
+                    candidate = None if target is None else to_candidate(target, state.modality, self.rules)
+                    if candidate is None:
+                        continue
+                    self._decide(state, Choice("move", candidate), events)
+                elif here < -margin:
+                    self._decide(state, Choice("split"), events)
+                else:
+                    continue
+                state.vote_target, state.votes = None, 0
+
+    def _average_excess(self, state: TrackState, gid: int) -> float:
+        """Mean of cos(state, track) - threshold over the other tracks of identity ``gid`` (0 if none)."""
+        assert state.evidence is not None
+        values = [
+            float(state.evidence @ other.evidence) - self._pair_threshold(state.modality, other.modality)
+            for key in sorted(self.by_identity.get(gid, ()))
+            if key != state.key
+            and (other := self.tracks.get(key) or self.history.get(key)) is not None
+            and other.evidence is not None
+        ]
+        return float(np.mean(values)) if values else 0.0
+
+    def _pair_threshold(self, a: Modality, b: Modality) -> float:
+        return self.rules.same_threshold(a) if a is b else self.rules.cross_threshold
+
+    def _cannot_link(self, a: ClusterTrack, b: ClusterTrack) -> bool:
+        if a.camera_id == b.camera_id:
+            return lifetimes_overlap(
+                a.first_seen_ts,
+                a.last_seen_ts,
+                b.first_seen_ts,
+                b.last_seen_ts,
+                self.rules.cooccurrence_min_overlap_s,
+            )
+        return not self.topology.compatible(
+            a.camera_id, a.first_seen_ts, a.last_seen_ts, b.camera_id, b.first_seen_ts, b.last_seen_ts
+        )
 
     # ------------------------------------------------------------------------------ apply (shared)
 
@@ -280,6 +472,9 @@ class IdentityLinker:
     def _apply_eviction(self, event: IdentityEviction) -> None:
         gallery = self._require_gallery(event.seq)
         for gid in event.global_ids:
+            for key in self.by_identity.pop(gid, ()):
+                if key not in self.tracks:
+                    self.history.pop(key, None)  # bounded memory: evicted identities are forgotten
             if gid in gallery.identities:
                 gallery.remove_identity(gid)
                 if event.reason == "ttl":
@@ -290,6 +485,9 @@ class IdentityLinker:
     def _apply_decision(self, event: IdentityDecision) -> None:
         gallery = self._require_gallery(event.seq)
         key = event.track_key
+        if event.final:
+            self._apply_final(event, gallery)
+            return
         state = self.tracks.get(key)
         if state is None:  # recovery: a track that started after the snapshot
             state = TrackState(key, event.modality, event.first_seen_ts, event.last_seen_ts)
@@ -322,6 +520,10 @@ class IdentityLinker:
         identity = gallery.identities[event.global_id]
         identity.live_tracks.add(key)
         gallery.touch(event.global_id, state.last_seen_ts)
+        if previous is not None:
+            self.by_identity.get(previous, set()).discard(key)
+        self.by_identity.setdefault(event.global_id, set()).add(key)
+        self.history[key] = state
         state.global_id = event.global_id
         state.assigned_seq = event.seq
         state.ambiguous = 0
@@ -330,6 +532,22 @@ class IdentityLinker:
         self._refresh_prototype(state)
         name = f"decisions_{event.event}"
         setattr(self.counters, name, getattr(self.counters, name) + 1)
+
+    def _apply_final(self, event: IdentityDecision, gallery: Gallery) -> None:
+        """A renaming from the final pass: the record only (no live track, no gallery change)."""
+        key = event.track_key
+        state = self.history.get(key) or self.tracks.get(key)
+        if state is None:  # recovery of a pass over tracks ended before the snapshot
+            state = TrackState(key, event.modality, event.first_seen_ts, event.last_seen_ts, event.sightings)
+            state.evidence = _unit(event.embedding)
+            self.history[key] = state
+        if state.global_id is not None:
+            self.by_identity.get(state.global_id, set()).discard(key)
+        self.by_identity.setdefault(event.global_id, set()).add(key)
+        state.global_id = event.global_id
+        state.assigned_seq = event.seq
+        gallery.next_global_id = max(gallery.next_global_id, event.global_id + 1)
+        self.counters.decisions_final += 1
 
     def _apply_camera_ended(self, event: CameraEnded) -> None:
         live = self.camera_tracks.get(event.camera_id, {})
@@ -446,6 +664,10 @@ class IdentityLinker:
             ),
             default=0,
         )
+        if self.topology.constrained:
+            # Identities the topology rules out are dropped after the search: look deeper, so that
+            # top_k possible ones remain where most of the gallery is at other sites.
+            extra += self.rules.top_k * min(self.topology.sites - 1, 40)
         results: list[dict[int, Any]] = [{} for _ in states]
         for modality in Modality:
             group = [i for i, s in enumerate(states) if s.modality is modality]
@@ -470,17 +692,12 @@ class IdentityLinker:
         if not due or self.gallery is None:
             return
         found = self._search(due)
+        pending: list[tuple[TrackState, list[Candidate]]] = []
         for state, matches in zip(due, found):
             state.evaluated_at = state.sightings
-            excluded = self._cooccurring(state)  # fresh: earlier decisions of this batch count
+            excluded = self._cooccurring(state) | self._incompatible(state, matches)
             if state.global_id is None:
-                candidates = rank_candidates(matches.values(), state.modality, rules, excluded)
-                choice = choose_initial(candidates, rules, state.ambiguous)
-                if choice.action == "wait":
-                    state.ambiguous += 1
-                    self.counters.ambiguous_waits += 1
-                    continue
-                self._decide(state, choice, events)
+                pending.append((state, rank_candidates(matches.values(), state.modality, rules, excluded)))
                 continue
             current_match = self.gallery.match_identity(
                 state.global_id, state.evidence, state.modality, state.key
@@ -498,6 +715,71 @@ class IdentityLinker:
                 state.vote_target, state.votes = target, 1
             if state.votes >= rules.revise_votes:
                 self._decide(state, choice, events)
+        self._decide_jointly(pending, events)
+
+    def _decide_jointly(self, pending: list[tuple[TrackState, list[Candidate]]], events: list[Event]) -> None:
+        """First decisions of tracks pending at the same time, one-to-one: no two of them take one
+        identity (they are tracks of one camera frame: two people). Where greedy choices collide,
+        a linear assignment (scipy's ``linear_sum_assignment``) maximises the summed excess, a new
+        identity counting as excess 0; each track then applies rule 1 to the candidates the others
+        did not take (so a track that lost its best match to a better claim waits or takes the next)."""
+        choices = [choose_initial(c, self.rules, s.ambiguous) for s, c in pending]
+        wanted = [ch.candidate.global_id for ch in choices if ch.action == "match" and ch.candidate]
+        if self.rules.joint_assignment and len(wanted) != len(set(wanted)):
+            from scipy.optimize import linear_sum_assignment
+
+            self.counters.joint_assignments += 1
+            gids = sorted({c.global_id for _, cands in pending for c in cands if c.eligible})
+            column = {g: j for j, g in enumerate(gids)}
+            n = len(pending)
+            value = np.full((n, len(gids) + n), -1e6)
+            for i, (_, cands) in enumerate(pending):
+                for c in cands:
+                    if c.eligible:
+                        value[i, column[c.global_id]] = c.excess
+                value[i, len(gids) + i] = -1e-9  # a new identity: an eligible match beats it
+            rows, cols = linear_sum_assignment(-value)
+            given = {int(r): int(c) for r, c in zip(rows, cols)}
+            for i, (state, cands) in enumerate(pending):
+                taken = {gids[c] for r, c in given.items() if r != i and c < len(gids)}
+                left = [c for c in cands if c.global_id not in taken]
+                choices[i] = choose_initial(left, self.rules, state.ambiguous)
+        for (state, cands), choice in zip(pending, choices):
+            if choice.action == "match" and choice.candidate is not None:
+                busy = self._cooccurring(state)
+                if choice.candidate.global_id in busy:
+                    # Greedy mode: taken by a track of this frame decided just before.
+                    choice = choose_initial(
+                        [c for c in cands if c.global_id not in busy], self.rules, state.ambiguous
+                    )
+            if choice.action == "wait":
+                state.ambiguous += 1
+                self.counters.ambiguous_waits += 1
+                continue
+            self._decide(state, choice, events)
+
+    def _incompatible(self, state: TrackState, gids: Any) -> set[int]:
+        """Identities (of ``gids``) with a track the camera topology rules out for ``state``."""
+        if not self.topology.constrained:
+            return set()
+        out = set()
+        for gid in gids:
+            for key in self.by_identity.get(gid, ()):
+                other = self.tracks.get(key) or self.history.get(key)
+                if key == state.key or other is None:
+                    continue
+                if not self.topology.compatible(
+                    state.camera_id,
+                    state.first_seen_ts,
+                    state.last_seen_ts,
+                    other.camera_id,
+                    other.first_seen_ts,
+                    other.last_seen_ts,
+                ):
+                    out.add(gid)
+                    break
+        self.counters.topology_exclusions += len(out)
+        return out
 
     def _decide_pending(
         self, state: TrackState, events: list[Event], exclude: set[int] | None = None
@@ -508,7 +790,7 @@ class IdentityLinker:
                 self.counters.short_tracks_dropped += 1
             return
         matches = self._search([state])[0]
-        excluded = self._cooccurring(state) | (exclude or set())
+        excluded = self._cooccurring(state) | self._incompatible(state, matches) | (exclude or set())
         candidates = rank_candidates(matches.values(), state.modality, self.rules, excluded)
         self._decide(state, choose_initial(candidates, self.rules, force=True), events)
 
@@ -596,6 +878,36 @@ class IdentityLinker:
                     self._decide_pending(state, events, exclude={gid})
                     break
 
+    def _resolve_topology(self, seen: list[TrackState], events: list[Event]) -> None:
+        """The topology after the fact: two tracks of one identity that one person cannot have made
+        (lifetimes grew into each other). The one assigned later yields; against an ended track the
+        live one yields."""
+        if not self.topology.constrained:
+            return
+        for state in seen:
+            gid = state.global_id
+            if gid is None or state.key not in self.tracks:
+                continue
+            for key in sorted(self.by_identity.get(gid, ())):
+                other = self.tracks.get(key) or self.history.get(key)
+                if key == state.key or other is None or other.camera_id == state.camera_id:
+                    continue
+                if self.topology.compatible(
+                    state.camera_id,
+                    state.first_seen_ts,
+                    state.last_seen_ts,
+                    other.camera_id,
+                    other.first_seen_ts,
+                    other.last_seen_ts,
+                ):
+                    continue
+                live_other = key in self.tracks
+                later = (state.assigned_seq, state.key) > (other.assigned_seq, other.key)
+                loser = state if (not live_other or later) else other
+                self.counters.topology_conflicts += 1
+                self._decide_pending(loser, events, exclude={gid})
+                break
+
     def _end_idle_tracks(self, camera: str, events: list[Event]) -> None:
         now = self.camera_clock.get(camera, -math.inf)
         live = self.camera_tracks.get(camera, {})
@@ -613,6 +925,7 @@ class IdentityLinker:
         live = self.camera_tracks.get(camera, {})
         live.pop(key, None)
         self.counters.tracks_ended += 1
+        state.accumulated = None  # an ended track takes no more sightings (its record keeps the evidence)
         gallery = self.gallery
         if state.global_id is not None:
             if gallery is not None and state.global_id in gallery.identities:
@@ -644,6 +957,20 @@ class IdentityLinker:
         expired = gallery.expired(self.clock)
         if expired:
             self._emit(IdentityEviction(self.last_seq + 1, tuple(expired), "ttl", self.clock), events)
+
+
+def _cluster_track(s: TrackState) -> ClusterTrack:
+    assert s.evidence is not None
+    return ClusterTrack(
+        s.key,
+        s.camera_id,
+        s.modality,
+        s.first_seen_ts,
+        s.last_seen_ts,
+        s.evidence,
+        float(max(s.sightings, 1)),
+        s.global_id,
+    )
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

@@ -110,6 +110,7 @@ class _Keyed:
 
     def __init__(self) -> None:
         self.stream_ts: dict[tuple[str, str], float] = {}
+        self.newest = -math.inf
 
     def key(self, arrival: Arrival) -> OrderKey:
         message: Any = arrival.decoded.message
@@ -119,6 +120,7 @@ class _Keyed:
             if math.isfinite(ts):
                 previous = self.stream_ts.get((producer, camera), -math.inf)
                 self.stream_ts[(producer, camera)] = max(previous, ts)
+                self.newest = max(self.newest, ts)
             return (ts, producer, camera, seq)
         if isinstance(message, EndOfStream) and camera:
             return (self.stream_ts.get((producer, camera), -math.inf), producer, camera, seq)
@@ -157,6 +159,11 @@ class ReplayMerge:
     @property
     def buffered(self) -> int:
         return self._buffered
+
+    @property
+    def newest_ts(self) -> float:
+        """The newest capture time admitted so far (-inf: none)."""
+        return self._keys.newest
 
     def push(self, arrival: Arrival) -> list[Arrival]:
         """Queue one arrival; return what may be processed now, in order."""
@@ -238,6 +245,11 @@ class LiveReorder:
     @property
     def buffered(self) -> int:
         return len(self._heap)
+
+    @property
+    def newest_ts(self) -> float:
+        """The newest capture time admitted so far (-inf: none)."""
+        return self._keys.newest
 
     def push(self, arrival: Arrival) -> list[Arrival]:
         if not isinstance(arrival.decoded.message, SightingBatch | EndOfStream):

@@ -365,6 +365,12 @@ def linker_state(linker: IdentityLinker) -> tuple[dict[str, Any], dict[str, Chun
     meta["ended"] = {
         camera: [_ENDED.encode(span, rows) for span in spans] for camera, spans in linker.ended.items()
     }
+    # Decided tracks that ended (live ones are in "tracks"): the topology, hygiene and final pass use them.
+    meta["history"] = [
+        _TRACKS.encode(linker.history[key], rows)
+        for key in sorted(linker.history)
+        if key not in linker.tracks
+    ]
     dim = gallery.dim if gallery is not None else next((r[0].shape[0] for r in rows.values() if r), 0)
     for name in _TRACKS.array_names() + _ENDED.array_names():
         column = rows.get(name, [])
@@ -443,6 +449,10 @@ def linker_from_state(
         str(camera): [_ENDED.decode(item, ended_arrays) for item in spans]
         for camera, spans in meta["ended"].items()
     }
+    for item in meta.get("history", []):  # (snapshots written before the history have none)
+        ended: TrackState = _TRACKS.decode(item, track_arrays)
+        linker.history[ended.key] = ended
+    linker.configure(linker.topology)  # indexes live tracks and the history by identity
     return linker
 
 

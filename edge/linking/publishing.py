@@ -106,13 +106,18 @@ class UpdateLog:
         self.last_journal_seq = _repair_and_last_seq(self.path)
         self._handle = open(self.path, "ab")  # kept open for appends until close()
 
-    def write(self, updates: list[tuple[IdentityUpdate, int]]) -> None:
-        """Append ``(update, journal_seq)`` pairs as lines (one write) and flush."""
+    def write(
+        self, updates: list[tuple[IdentityUpdate, int]] | list[tuple[IdentityUpdate, int, bool]]
+    ) -> None:
+        """Append ``(update, journal_seq[, final_pass])`` as lines (one write) and flush; updates of
+        the final offline pass carry ``"final_pass": true``."""
         if not updates:
             return
         lines = []
-        for update, journal_seq in updates:
+        for update, journal_seq, *final in updates:
             record = msgspec.to_builtins(update)
+            if final and final[0]:
+                record["final_pass"] = True
             if not self.send_times:
                 del record["send_ts"]
             record["journal_seq"] = journal_seq

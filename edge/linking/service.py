@@ -51,6 +51,7 @@ from edge.linking.events import Event, IdentityDecision, event_from_json, event_
 from edge.linking.ordering import Arrival, make_intake
 from edge.linking.persistence import Journal, JournalError, Recovered, recover, save_snapshot
 from edge.linking.publishing import UpdateLog, build_update, encode_publication
+from edge.linking.topology import Topology
 from edge.messages import Decoded, EndOfStream, Heartbeat, IdentityUpdate, MessageReceiver, SightingBatch
 
 LOG = logging.getLogger("edge.linking")
@@ -197,6 +198,7 @@ class LinkerService:
             self.shared = SharedIdentities(cfg.shared, cfg.service.linker_id)
             self.linker.shared = self.shared
         self._install_clock()
+        self.linker.configure(Topology(cfg.topology), cfg.hygiene)
         self._restore_extra(self.recovered.extra)
         for event in self.recovered.replayed:
             # Decisions after the snapshot tell how far the durable state had read each stream; the
@@ -282,6 +284,9 @@ class LinkerService:
                 last_stats = now
         for ready in self.intake.drain():  # stopped early: what was held is processed, in order
             self._handle(ready)
+        if self.finished_replay and cfg.offline.final_pass and not self.linker.counters.decisions_final:
+            # Every producer ended: the offline pass publishes the final identities.
+            self._commit(self.linker.final_pass(cfg.offline.margin, cfg.offline.neighbours))
 
     def _receive(self) -> Iterator[Decoded]:
         """Drain every input (decoded, malformed ones counted and skipped); if all were empty, wait
@@ -336,7 +341,14 @@ class LinkerService:
             self.receiver.max_ahead_s = self.receiver.max_behind_s = skew
         else:
             linker = self  # the linker object is replaced by a rollback: look it up each time
-            self.receiver.clock = lambda: linker.linker.clock if math.isfinite(linker.linker.clock) else None
+
+            def stream_clock() -> float | None:
+                # The newest capture time admitted, not only the processed one: the ordering holds a
+                # fast producer's batches back while a slow one catches up (edge.linking.ordering).
+                ts = max(linker.linker.clock, linker.intake.newest_ts)
+                return ts if math.isfinite(ts) else None
+
+            self.receiver.clock = stream_clock
             self.receiver.max_ahead_s, self.receiver.max_behind_s = skew, math.inf
 
     def _handle(self, arrival: Arrival) -> int:
@@ -367,6 +379,7 @@ class LinkerService:
         recovered = recover(cfg.persistence.state_dir, cfg.matching, self.gallery_config, cfg.updates_path)
         self.linker = recovered.linker
         self.linker.shared = self.shared
+        self.linker.configure(Topology(cfg.topology), cfg.hygiene)
         if recovered.needs_snapshot:
             self._snapshot()
 
@@ -417,14 +430,14 @@ class LinkerService:
             return
         import zmq
 
-        lines: list[tuple[IdentityUpdate, int]] = []
+        lines: list[tuple[IdentityUpdate, int, bool]] = []
         for decision in decisions:
             seq = self._update_seq.get(decision.camera_id, 0)
             self._update_seq[decision.camera_id] = seq + 1
             update = build_update(decision, self.config.service.linker_id, seq)
-            lines.append((update, decision.seq))
+            lines.append((update, decision.seq, decision.final))
         self.updates.write(lines)
-        for update, _ in lines:
+        for update, *_ in lines:
             try:
                 self.output.send_multipart(encode_publication(update), flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:  # PUB drops for slow subscribers rather than raising; kept for safety
