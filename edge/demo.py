@@ -117,6 +117,12 @@ def run_demo(
     # The linker takes the model's calibration (<model>.linking.json) where the pipeline starts it,
     # as every role does; explicit matching.cosine_min_* in linker_overrides win.
     linker = load_config(LinkerConfig, [REPO / demo.linker_config], list(demo.linker_overrides))
+    if not any(o.startswith("service.publish_endpoint=") for o in demo.linker_overrides):
+        # The demo has no outside subscribers: a free loopback port, so that two demos (or a demo
+        # and a running linker) on one machine do not collide on the config's fixed port.
+        linker = dataclasses.replace(
+            linker, service=dataclasses.replace(linker.service, publish_endpoint="tcp://127.0.0.1:auto")
+        )
     pipeline = PipelineConfig(
         output_dir=str(out), mode="replay", nodes=nodes, linker=linker, ground_truth=truth, fresh=True
     )
