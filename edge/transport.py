@@ -11,8 +11,9 @@
   ``peer_timeout_ms`` (5 s) without any receiver connected, or ``send_timeout_ms`` (60 s) behind a
   connected receiver that stopped reading; linger keeps unsent messages for ``linger_ms`` on close.
 
-Both: ZMTP heartbeats (``HEARTBEAT_IVL/TIMEOUT/TTL``) so dead TCP peers are noticed, TCP
-keepalive, and ``ZMQ_MAXMSGSIZE`` on every receiving socket (a peer sending a bigger frame is
+Both: ZMTP heartbeats so dead TCP peers are noticed (the sending end pings with
+``HEARTBEAT_IVL/TIMEOUT/TTL``; the receiving end answers and times out on the sender's TTL, but sends
+no pings of its own: see :class:`Subscriber`), TCP keepalive, and ``ZMQ_MAXMSGSIZE`` on every receiving socket (a peer sending a bigger frame is
 disconnected before the frame is stored: a 300 MiB frame used to be accepted).
 
 Security (docs/messages.md, "Security"): with ``curve_secret_key_file`` set, a socket speaks
@@ -429,6 +430,13 @@ class Subscriber:
         live = settings.mode == "live"
         self._socket = self._context.socket(zmq.SUB if live else zmq.PULL)
         _common_options(self._socket, settings)
+        # The receiving end sends no ZMTP pings of its own (the sender's pings, with their TTL, and
+        # TCP keepalive still find a dead peer). libzmq 4.3.x aborts the whole process
+        # ("Assertion failed: !_io_error (stream_engine_base.cpp:310)") when a heartbeat timer fires
+        # on a connection whose input was stopped at the receive high-water mark and whose peer has
+        # since gone: exactly a linker still starting up while a replay node sends its whole file
+        # and disconnects (tests/test_transport_heartbeat.py reproduces it).
+        self._socket.setsockopt(zmq.HEARTBEAT_IVL, 0)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.RCVHWM, settings.receive_hwm or settings.hwm)
         self._socket.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes)
