@@ -28,9 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.annotations import read_mot_file, read_voc_boxes  # noqa: E402
 from common.files import atomic_write_text  # noqa: E402
 from edge.detect import build_detector  # noqa: E402
-from edge.detect.annotations import read_mot_file, read_voc_boxes  # noqa: E402
 from edge.detect.boxes import xywh_to_xyxy  # noqa: E402
 from edge.detect.priors import HeightPrior  # noqa: E402
 from edge.detect.scoring import DetectionScore, evaluate_detections  # noqa: E402

@@ -24,7 +24,6 @@ This module reads MOT and VOC files itself (a few lines each) because ``engines`
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,20 +144,13 @@ def _read_mot(
 
 
 def _voc_people(path: Path) -> np.ndarray:
+    """(N, 4) xyxy person boxes of a VOC file (:func:`common.annotations.read_voc_boxes`)."""
+    from common.annotations import AnnotationError, read_voc_boxes
+
     try:
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError) as exc:
-        raise MaterialError(f"{path}: not readable VOC XML ({exc})") from exc
-    boxes = []
-    for obj in root.iter("object"):
-        if (obj.findtext("name") or "").strip() != "person" or obj.find("bndbox") is None:
-            continue
-        box = obj.find("bndbox")
-        try:
-            boxes.append([float(box.findtext(k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax")])
-        except ValueError as exc:
-            raise MaterialError(f"{path}: bad box coordinate ({exc})") from exc
-    return np.asarray(boxes, np.float64).reshape(-1, 4)
+        return read_voc_boxes(path).astype(np.float64)
+    except AnnotationError as exc:
+        raise MaterialError(str(exc)) from exc
 
 
 def _read_paired(

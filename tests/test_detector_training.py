@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.detect.annotations import read_voc_boxes
+from common.annotations import read_voc_boxes
 from edge.detect.datasets import (
     DatasetError,
     read_flir_coco,

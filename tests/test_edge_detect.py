@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from common.annotations import AnnotationError, read_mot_file, read_voc_boxes
 from edge.detect import Detections, DetectorError, build_detector
-from edge.detect.annotations import AnnotationError, read_mot_file, read_voc_boxes
 from edge.detect.boxes import box_iou, nms, xywh_to_xyxy, xyxy_to_xywh
 from edge.detect.scoring import DetectionScore, evaluate_detections
 from edge.sources import Frame

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from common.annotations import read_mot_file
 from edge.config import (
     DetectorConfig,
     NodeConfig,
@@ -19,7 +20,6 @@ from edge.config import (
     SyntheticConfig,
     load_node_config,
 )
-from edge.detect.annotations import read_mot_file
 from edge.detect.boxes import box_iou, xywh_to_xyxy
 from edge.messages import EndOfStream, Heartbeat, SightingBatch
 from edge.node import build_node

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
+from common.annotations import read_voc_boxes
 from edge.detect import build_detector
-from edge.detect.annotations import read_voc_boxes
 from edge.detect.boxes import box_iou
 from edge.detect.motion import MotionGate
 from edge.detect.persistence import Persistence

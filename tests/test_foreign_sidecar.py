@@ -115,8 +115,8 @@ def test_osnet_end_to_end_through_mpanet_sidecar(shared_data: Path, tmp_path: Pa
         return
     import cv2
 
+    from common.annotations import read_mot_file
     from edge.crops import cut_crops
-    from edge.detect.annotations import read_mot_file
     from edge.detect.boxes import xywh_to_xyxy
 
     table = read_mot_file(mot / "gt" / "gt.txt")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.detect.annotations import read_mot_file
+from common.annotations import read_mot_file
 from edge.detect.boxes import xywh_to_xyxy
 from edge.detect.detections import Detections
 from edge.sources.frame import Frame

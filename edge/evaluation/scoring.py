@@ -118,7 +118,7 @@ def read_mot_ground_truth(
     people, cars, occluders ... which are not people to re-identify). A file without a class column
     (7 columns) counts every considered row as a pedestrian.
     """
-    from edge.detect.annotations import read_mot_file
+    from common.annotations import read_mot_file
 
     table = read_mot_file(path)
     keep = (table.conf == 1) & (np.isin(table.classes, classes) | (table.classes == -1))

@@ -27,9 +27,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from common.annotations import format_mot_rows
 from common.files import atomic_write_text
 from common.modality import Modality
-from edge.detect.annotations import format_mot_rows
 from edge.sources.frame import SourceError
 from edge.sources.readers import FrameReader
 from trainer.synthetic.datasets import appearance_rng

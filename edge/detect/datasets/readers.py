@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.detect.annotations import AnnotationError, read_voc_boxes
+from common.annotations import AnnotationError, read_voc_boxes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 # KAIST labels that are one person each; "people" (a crowd box) and "person?" are left out by
