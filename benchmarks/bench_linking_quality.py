@@ -234,24 +234,11 @@ def three_ways(frames, truth, thresholds, topology, calibration, min_sightings=1
 
 def osnet_engine(folder: Path) -> Path:
     """A copy of the real OSNet model with a sidecar (input 256x128 RGB, ImageNet mean/std, 512-d)."""
-    from common.files import sha256_file
-    from engines.sidecar import EngineSidecar, Preprocessing, save_sidecar
+    from engines.foreign import write_foreign_sidecar
 
     model = folder / "osnet.onnx"
     shutil.copy(REAL / "models" / "osnet_x0_25_msmt17.onnx", model)
-    save_sidecar(
-        EngineSidecar(
-            format="onnx",
-            artifact=model.name,
-            artifact_sha256=sha256_file(model),
-            preprocessing=Preprocessing(256, 128),
-            output_dim=512,
-            precision="fp32",
-            input_name="images",
-            output_name="output",
-        ),
-        model,
-    )
+    write_foreign_sidecar(model, 256, 128)  # what `mpanet-sidecar` does: graph facts, one checked run
     return model
 
 

@@ -88,25 +88,14 @@ def test_per_pair_thresholds_at_the_target_false_match_rate():
 
 def osnet_engine(folder):
     """The real OSNet model with a sidecar of its own (input 256x128 RGB, ImageNet mean/std, 512-d)."""
-    from common.files import sha256_file
-    from engines.sidecar import EngineSidecar, Preprocessing, save_sidecar
+    from engines.foreign import write_foreign_sidecar
 
     source = REAL / "models" / "osnet_x0_25_msmt17.onnx"
     if not source.is_file():
         pytest.skip("../shared/data/real/models/osnet_x0_25_msmt17.onnx is not here")
     model = folder / "osnet.onnx"
     shutil.copy(source, model)
-    sidecar = EngineSidecar(
-        format="onnx",
-        artifact=model.name,
-        artifact_sha256=sha256_file(model),
-        preprocessing=Preprocessing(256, 128),
-        output_dim=512,
-        precision="fp32",
-        input_name="images",
-        output_name="output",
-    )
-    save_sidecar(sidecar, model)
+    write_foreign_sidecar(model, 256, 128)  # what `mpanet-sidecar` does: graph facts, one checked run
     return model
 
 
