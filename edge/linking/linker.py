@@ -335,27 +335,15 @@ class IdentityLinker:
                 if state.global_id == gid:
                     continue
                 created = gid >= gallery.next_global_id
-                decision = IdentityDecision(
-                    seq=self.last_seq + 1,
-                    event="revised",
-                    producer_id=state.key[0],
-                    camera_id=state.camera_id,
-                    track_id=state.key[2],
-                    modality=state.modality,
+                decision = self._track_decision(
+                    state,
+                    "revised",
                     global_id=gid,
                     previous_global_id=state.global_id,
                     created=created,
                     score=1.0 if len(members) == 1 else float(np.clip(state.evidence @ centroid, -1.0, 1.0)),
                     matched_modality=None,
                     matched_camera_id="",
-                    capture_ts=state.last_seen_ts,
-                    source_seq=state.last_source_seq,
-                    frame_index=state.last_frame_index,
-                    first_seen_ts=state.first_seen_ts,
-                    last_seen_ts=state.last_seen_ts,
-                    sightings=state.sightings,
-                    engine_id=gallery.engine_id,
-                    embedding=state.evidence.copy(),
                     final=True,
                 )
                 self._emit(decision, events)
@@ -821,29 +809,39 @@ class IdentityLinker:
             kind = "new" if created else "matched"
         else:
             kind = "revised"
-        decision = IdentityDecision(
-            seq=self.last_seq + 1,
-            event=kind,
-            producer_id=state.key[0],
-            camera_id=state.camera_id,
-            track_id=state.key[2],
-            modality=state.modality,
+        decision = self._track_decision(
+            state,
+            kind,
             global_id=gallery.next_global_id if created else target,
             previous_global_id=previous,
             created=created,
             score=1.0 if created else float(np.clip(candidate.cosine, -1.0, 1.0)),
             matched_modality=None if created else candidate.matched_modality,
             matched_camera_id="" if created else candidate.matched_camera_id,
+        )
+        self._emit(decision, events)
+
+    def _track_decision(self, state: TrackState, event: str, **outcome: Any) -> IdentityDecision:
+        """The next :class:`IdentityDecision` about ``state``'s track: what the track is (ids,
+        modality, times, sightings, evidence) comes from ``state``; ``outcome`` says what was decided
+        (``global_id``, ``previous_global_id``, ``created``, ``score``, the match, ``final``)."""
+        return IdentityDecision(
+            seq=self.last_seq + 1,
+            event=event,
+            producer_id=state.key[0],
+            camera_id=state.camera_id,
+            track_id=state.key[2],
+            modality=state.modality,
             capture_ts=state.last_seen_ts,
             source_seq=state.last_source_seq,
             frame_index=state.last_frame_index,
             first_seen_ts=state.first_seen_ts,
             last_seen_ts=state.last_seen_ts,
             sightings=state.sightings,
-            engine_id=gallery.engine_id,
+            engine_id=self.engine_id,
             embedding=state.evidence.copy(),
+            **outcome,
         )
-        self._emit(decision, events)
 
     def _resolve_conflicts(self, camera: str, seen: list[TrackState], events: list[Event]) -> None:
         """Rule 3 after the fact: two overlapping tracks of one camera holding the same identity.
